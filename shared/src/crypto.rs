@@ -38,7 +38,11 @@ impl From<VaultError> for CryptoError {
     }
 }
 
-pub async fn seal(vault: &dyn KeyVault, context: &EncryptionContext, plaintext: &[u8]) -> Result<String, CryptoError> {
+pub async fn seal(
+    vault: &dyn KeyVault,
+    context: &EncryptionContext,
+    plaintext: &[u8],
+) -> Result<String, CryptoError> {
     let key = vault.generate_data_key(context).await?;
     let mut nonce = [0u8; 12];
     getrandom::fill(&mut nonce).map_err(|e| CryptoError::Unavailable(e.to_string()))?;

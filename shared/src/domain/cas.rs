@@ -99,12 +99,7 @@ impl Cas {
 
 /// Weighted digit sum of the digits before the check digit, right to left.
 fn check_digit(body: &str) -> u8 {
-    let sum: u32 = body
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| (i as u32 + 1) * u32::from(b - b'0'))
-        .sum();
+    let sum: u32 = body.bytes().rev().enumerate().map(|(i, b)| (i as u32 + 1) * u32::from(b - b'0')).sum();
     (sum % 10) as u8
 }
 
@@ -190,7 +185,18 @@ mod tests {
     fn malformed_inputs_name_their_fault() {
         assert_eq!(Cas::parse(""), Err(CasError::Empty));
         assert_eq!(Cas::parse("12345678901234567"), Err(CasError::TooLong));
-        for text in ["50782", "50-782", "50-78-2-1", "50_78_2", "5a-78-2", "50-7-82", "50--78-2", "-50-78-2", "50-78-", "٥٠-78-2"] {
+        for text in [
+            "50782",
+            "50-782",
+            "50-78-2-1",
+            "50_78_2",
+            "5a-78-2",
+            "50-7-82",
+            "50--78-2",
+            "-50-78-2",
+            "50-78-",
+            "٥٠-78-2",
+        ] {
             let err = Cas::parse(text).unwrap_err();
             assert!(matches!(err, CasError::Format | CasError::TooLong), "{text:?} gave {err:?}");
         }
@@ -208,9 +214,7 @@ mod tests {
 
     #[test]
     fn every_check_digit_but_one_is_rejected() {
-        let accepted: Vec<u8> = (0..10u8)
-            .filter(|d| Cas::parse(&format!("32986-56-{d}")).is_ok())
-            .collect();
+        let accepted: Vec<u8> = (0..10u8).filter(|d| Cas::parse(&format!("32986-56-{d}")).is_ok()).collect();
         assert_eq!(accepted, vec![4]);
     }
 

@@ -58,10 +58,7 @@ pub enum Role {
 /// role is refused.
 const ROLE_PERMISSIONS: &[(Role, &[Permission])] = &[
     (Role::Customer, &[Permission::CatalogRead, Permission::KeysOwn]),
-    (
-        Role::Partner,
-        &[Permission::CatalogRead, Permission::ManufacturingRead, Permission::KeysOwn],
-    ),
+    (Role::Partner, &[Permission::CatalogRead, Permission::ManufacturingRead, Permission::KeysOwn]),
     (
         Role::Developer,
         &[
@@ -78,10 +75,7 @@ impl Role {
     pub const ALL: [Role; 4] = [Role::Customer, Role::Partner, Role::Developer, Role::Admin];
 
     pub fn permissions(self) -> &'static [Permission] {
-        ROLE_PERMISSIONS
-            .iter()
-            .find(|(role, _)| *role == self)
-            .map_or(&[], |(_, perms)| perms)
+        ROLE_PERMISSIONS.iter().find(|(role, _)| *role == self).map_or(&[], |(_, perms)| perms)
     }
 
     pub fn allows(self, permission: Permission) -> bool {

@@ -168,7 +168,8 @@ fn validate_smiles(text: &str) -> Result<String, FieldError> {
 pub fn validate_inchikey(text: &str) -> Result<String, FieldError> {
     let b = text.as_bytes();
     let upper = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_uppercase);
-    let ok = b.len() == 27 && b[14] == b'-' && b[25] == b'-' && upper(0..14) && upper(15..25) && upper(26..27);
+    let ok =
+        b.len() == 27 && b[14] == b'-' && b[25] == b'-' && upper(0..14) && upper(15..25) && upper(26..27);
     if ok {
         Ok(text.to_string())
     } else {

@@ -81,8 +81,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_timeout(Duration::from_secs(10)).map_err(unavailable)?;
     // WAL + NORMAL: commits survive a crash of any process; only a power loss
     // can lose the last commits, never corrupt the file.
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-        .map_err(unavailable)?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;").map_err(unavailable)?;
     Ok(conn)
 }
 
@@ -95,7 +94,12 @@ fn is_live(expires_at: Option<i64>, now: i64) -> bool {
 }
 
 /// Reads one live row: (attrs JSON, expires_at).
-fn read_row(conn: &Connection, table: Table, pk: &str, sk: &str) -> Result<Option<(String, Option<i64>)>, StoreError> {
+fn read_row(
+    conn: &Connection,
+    table: Table,
+    pk: &str,
+    sk: &str,
+) -> Result<Option<(String, Option<i64>)>, StoreError> {
     let row = conn
         .query_row(
             "SELECT attrs, expires_at FROM items WHERE tbl = ?1 AND pk = ?2 AND sk = ?3",
@@ -114,7 +118,13 @@ fn parse_attrs(text: &str) -> Result<Attrs, StoreError> {
     }
 }
 
-fn check(conn: &Connection, table: Table, pk: &str, sk: &str, condition: &Condition) -> Result<(), StoreError> {
+fn check(
+    conn: &Connection,
+    table: Table,
+    pk: &str,
+    sk: &str,
+    condition: &Condition,
+) -> Result<(), StoreError> {
     let holds = match condition {
         Condition::Always => true,
         Condition::NotExists => read_row(conn, table, pk, sk)?.is_none(),

@@ -45,7 +45,8 @@ impl LocalVault {
         if !path.exists() {
             let mut key = Zeroizing::new([0u8; 32]);
             getrandom::fill(key.as_mut()).map_err(|e| io(std::io::Error::other(e.to_string())))?;
-            let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+            let mut file =
+                OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
             file.write_all(key.as_ref()).and_then(|_| file.sync_all()).map_err(io)?;
         }
         let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
@@ -94,7 +95,10 @@ impl KeyVault for LocalVault {
         context: &EncryptionContext,
     ) -> Result<Zeroizing<[u8; 32]>, VaultError> {
         let header = 1 + KEY_ID_LEN + NONCE_LEN;
-        if wrapped.len() != header + 32 + 16 || wrapped[0] != WRAP_VERSION || wrapped[1..=KEY_ID_LEN] != self.key_id {
+        if wrapped.len() != header + 32 + 16
+            || wrapped[0] != WRAP_VERSION
+            || wrapped[1..=KEY_ID_LEN] != self.key_id
+        {
             return Err(VaultError::Denied);
         }
         let nonce: [u8; NONCE_LEN] = wrapped[1 + KEY_ID_LEN..header].try_into().expect("length checked");
@@ -129,7 +133,10 @@ mod tests {
         assert!(matches!(moved, Err(VaultError::Denied)));
         let mut tampered = key.wrapped.clone();
         *tampered.last_mut().unwrap() ^= 1;
-        assert!(matches!(vault.decrypt_data_key(&tampered, &ctx("PRODUCT#50-78-2")).await, Err(VaultError::Denied)));
+        assert!(matches!(
+            vault.decrypt_data_key(&tampered, &ctx("PRODUCT#50-78-2")).await,
+            Err(VaultError::Denied)
+        ));
     }
 
     #[tokio::test]
@@ -149,7 +156,10 @@ mod tests {
         let path = dir.path().join("master.key");
         fs::write(&path, [7u8; 32]).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(LocalVault::open_or_create(&path), Err(MasterKeyError::Permissions { mode: 0o644, .. })));
+        assert!(matches!(
+            LocalVault::open_or_create(&path),
+            Err(MasterKeyError::Permissions { mode: 0o644, .. })
+        ));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         fs::write(&path, [7u8; 31]).unwrap();
         assert!(matches!(LocalVault::open_or_create(&path), Err(MasterKeyError::Length { len: 31, .. })));

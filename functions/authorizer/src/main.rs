@@ -1,1 +1,13 @@
-fn main() {}
+//! Lambda entry point of the authorizer: build state once, then serve events.
+
+use lambda_runtime::{Error, service_fn};
+use pharmagate_authorizer::Authorizer;
+use pharmagate_shared::config::Backend;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    pharmagate_shared::telemetry::init_json();
+    let backend = Backend::from_env()?;
+    let authorizer = &Authorizer::new(&backend);
+    lambda_runtime::run(service_fn(move |event| authorizer.handle(event))).await
+}

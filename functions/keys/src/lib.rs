@@ -1,1 +1,230 @@
+//! The keys function: issue, list, revoke and rotate API keys.
+//!
+//! A principal with `keys:any` (admin) manages every customer's keys; one
+//! with `keys:own` manages its own customer's keys only, cannot give a key
+//! more than its own role and tier, and is capped in how many active keys
+//! it may hold. Another customer's key is answered with 404, never 403, so
+//! key ids cannot be probed.
 
+use std::time::Instant;
+
+use http::{StatusCode, header};
+use lambda_http::{Body, Request, Response};
+use pharmagate_shared::clock::{now_secs, rfc3339};
+use pharmagate_shared::config::Backend;
+use pharmagate_shared::cursor;
+use pharmagate_shared::domain::{ApiKey, CustomerId, KeyId, Permission, Principal, Role, Tier};
+use pharmagate_shared::http::{self as api, Problem};
+use pharmagate_shared::repo::keys::{IssueError, NewKey, RotateError};
+use pharmagate_shared::repo::{KeyRecord, KeyRepo};
+use pharmagate_shared::routes::{Function, Params, RouteMatch, match_route};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub const MAX_BODY: usize = 4 * 1024;
+pub const DEFAULT_PAGE: usize = 20;
+pub const MAX_PAGE: usize = 100;
+pub const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
+pub const MAX_GRACE_SECS: i64 = 30 * 24 * 3600;
+pub const MAX_LIFETIME_DAYS: i64 = 3650;
+const MAX_LABEL_CHARS: usize = 100;
+
+pub struct KeysService {
+    keys: KeyRepo,
+    max_keys_per_customer: usize,
+}
+
+type Outcome = Result<Response<Body>, Problem>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueBody {
+    #[serde(default)]
+    customer: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    tier: Option<String>,
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    expires_in_days: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default)]
+    grace_period_seconds: Option<i64>,
+}
+
+impl KeysService {
+    pub fn new(backend: &Backend) -> Self {
+        KeysService { keys: backend.keys(), max_keys_per_customer: backend.settings.max_keys_per_customer }
+    }
+
+    /// The Lambda handler. Never fails: every error is a problem response.
+    pub async fn handle(&self, req: Request) -> Result<Response<Body>, std::convert::Infallible> {
+        let started = Instant::now();
+        let request_id = api::request_id(&req);
+        let response = self.route(&req).await.unwrap_or_else(|p| p.to_response(request_id.as_deref()));
+        tracing::info!(
+            request_id = request_id.as_deref().unwrap_or("-"),
+            method = %req.method(),
+            path = %api::route_path(&req),
+            status = response.status().as_u16(),
+            latency_us = started.elapsed().as_micros() as u64,
+            "keys request"
+        );
+        Ok(response)
+    }
+
+    async fn route(&self, req: &Request) -> Outcome {
+        let path = api::route_path(req);
+        let (route, params) = match match_route(req.method().as_str(), &path) {
+            RouteMatch::Found(route, params) if route.function == Function::Keys => (route, params),
+            RouteMatch::MethodNotAllowed(allowed) => return Err(Problem::method_not_allowed(&allowed)),
+            _ => return Err(Problem::not_found("no such resource")),
+        };
+        let principal = api::principal(req)?;
+        if !route.allows(&principal) {
+            return Err(Problem::forbidden("your role does not allow this operation"));
+        }
+        match (route.method, route.path) {
+            ("POST", "/v1/keys") => self.issue(req, &principal).await,
+            ("GET", "/v1/keys") => self.list(req, &principal).await,
+            ("DELETE", "/v1/keys/{id}") => self.revoke(&principal, &params).await,
+            ("POST", "/v1/keys/{id}/rotate") => self.rotate(req, &principal, &params).await,
+            _ => Err(Problem::not_found("no such resource")),
+        }
+    }
+
+    async fn issue(&self, req: &Request, principal: &Principal) -> Outcome {
+        let body: IssueBody = api::json_body(req, MAX_BODY)?;
+        let admin = principal.can(Permission::KeysAny);
+        let customer = match body.customer.as_deref() {
+            Some(text) => CustomerId::parse(text).map_err(|m| Problem::validation("customer", m))?,
+            None if admin => return Err(Problem::validation("customer", "required when issuing as an administrator")),
+            None => principal.customer.clone(),
+        };
+        let role = parse_opt::<Role>("role", body.role.as_deref())?.unwrap_or(if admin { Role::Customer } else { principal.role });
+        let tier = parse_opt::<Tier>("tier", body.tier.as_deref())?.unwrap_or(if admin { Tier::Free } else { principal.tier });
+        if !admin && (customer != principal.customer || role != principal.role || tier != principal.tier) {
+            return Err(Problem::forbidden("you may only issue keys for your own customer, role and tier"));
+        }
+        let label = body.label.as_deref().map(clean_label).transpose()?;
+        let expires_at = match body.expires_in_days {
+            Some(d) if (1..=MAX_LIFETIME_DAYS).contains(&d) => Some(now_secs() + d * 86_400),
+            Some(_) => return Err(Problem::validation("expires_in_days", format!("must be 1 to {MAX_LIFETIME_DAYS}"))),
+            None => None,
+        };
+        let cap = (!admin).then_some(self.max_keys_per_customer);
+        let new = NewKey { customer, role, tier, label, expires_at };
+        let (key, record) = self.keys.issue(new, cap).await.map_err(|e| match e {
+            IssueError::CapReached(n) => Problem::conflict("key-limit", format!("at most {n} active keys per customer")),
+            IssueError::Repo(e) => e.into(),
+        })?;
+        tracing::info!(key_id = %record.id, customer = %record.customer, by = %principal.id, "key issued");
+        Ok(created(&key, &record))
+    }
+
+    async fn list(&self, req: &Request, principal: &Principal) -> Outcome {
+        let params = api::query_params(req, &["customer", "limit", "cursor"])?;
+        let limit = api::page_limit(&params, DEFAULT_PAGE, MAX_PAGE)?;
+        let requested = params.get("customer").map(|c| CustomerId::parse(c)).transpose();
+        let requested = requested.map_err(|m| Problem::validation("customer", m))?;
+        let customer = if principal.can(Permission::KeysAny) {
+            requested
+        } else {
+            if requested.as_ref().is_some_and(|c| *c != principal.customer) {
+                return Err(Problem::forbidden("you may only list your own customer's keys"));
+            }
+            Some(principal.customer.clone())
+        };
+        let scope = format!("keys:{}", customer.as_ref().map_or("*", |c| c.as_str()));
+        let after = params.get("cursor").map(|c| cursor::decode(&scope, c)).transpose()?;
+        let (records, next) = self.keys.list_page(customer.as_ref(), after, limit).await?;
+        let now = now_secs();
+        let items: Vec<Value> = records.iter().map(|r| key_view(r, now)).collect();
+        let next = next.map(|n| cursor::encode(&scope, &n));
+        Ok(api::json_response(StatusCode::OK, &json!({ "items": items, "limit": limit, "next_cursor": next })))
+    }
+
+    async fn revoke(&self, principal: &Principal, params: &Params) -> Outcome {
+        let record = self.owned_key(principal, params).await?;
+        self.keys.revoke(&record.id).await?;
+        tracing::info!(key_id = %record.id, by = %principal.id, "key revoked");
+        Ok(api::empty_response(StatusCode::NO_CONTENT))
+    }
+
+    async fn rotate(&self, req: &Request, principal: &Principal, params: &Params) -> Outcome {
+        let record = self.owned_key(principal, params).await?;
+        let body: Option<RotateBody> = api::optional_json_body(req, MAX_BODY)?;
+        let grace = body.and_then(|b| b.grace_period_seconds).unwrap_or(DEFAULT_GRACE_SECS);
+        if !(0..=MAX_GRACE_SECS).contains(&grace) {
+            return Err(Problem::validation("grace_period_seconds", format!("must be 0 to {MAX_GRACE_SECS}")));
+        }
+        let (key, new) = self.keys.rotate(&record.id, grace).await.map_err(|e| match e {
+            RotateError::NotFound => no_key(),
+            RotateError::NotActive(status) => {
+                Problem::conflict("key-not-active", format!("the key is {status:?} and cannot be rotated").to_lowercase())
+            }
+            RotateError::AlreadyRotated => Problem::conflict("key-already-rotated", "the key was already rotated"),
+            RotateError::Repo(e) => e.into(),
+        })?;
+        tracing::info!(old_key_id = %record.id, key_id = %new.id, grace, by = %principal.id, "key rotated");
+        Ok(created(&key, &new))
+    }
+
+    /// The key named in the path, if the principal may manage it; 404 otherwise.
+    async fn owned_key(&self, principal: &Principal, params: &Params) -> Result<KeyRecord, Problem> {
+        let text = params.iter().find(|(n, _)| *n == "id").map(|(_, v)| v.as_str()).unwrap_or_default();
+        let id = KeyId::parse(text).map_err(|m| Problem::validation("id", m))?;
+        let record = self.keys.get(&id).await?.ok_or_else(no_key)?;
+        if principal.can(Permission::KeysAny) || record.customer == principal.customer {
+            Ok(record)
+        } else {
+            Err(no_key())
+        }
+    }
+}
+
+fn no_key() -> Problem {
+    Problem::not_found("no such key")
+}
+
+fn parse_opt<T: std::str::FromStr<Err = String>>(field: &str, text: Option<&str>) -> Result<Option<T>, Problem> {
+    text.map(|t| t.parse::<T>().map_err(|m| Problem::validation(field, m))).transpose()
+}
+
+fn clean_label(text: &str) -> Result<String, Problem> {
+    pharmagate_shared::domain::product::clean_text("label", text, MAX_LABEL_CHARS)
+        .map_err(|e| Problem::validation(e.field, e.message))
+}
+
+/// A key as the API shows it: never the secret or its hash.
+pub fn key_view(record: &KeyRecord, now: i64) -> Value {
+    json!({
+        "id": record.id,
+        "customer": record.customer,
+        "role": record.role,
+        "tier": record.tier,
+        "label": record.label,
+        "status": record.status(now),
+        "created_at": rfc3339(record.created_at),
+        "expires_at": record.expires_at.map(rfc3339),
+        "revoked_at": record.revoked_at.map(rfc3339),
+        "replaced_by": record.replaced_by,
+    })
+}
+
+/// 201 with the new key shown once.
+fn created(key: &ApiKey, record: &KeyRecord) -> Response<Body> {
+    let mut body = key_view(record, now_secs());
+    body["key"] = json!(key.expose());
+    let mut response = api::json_response(StatusCode::CREATED, &body);
+    if let Ok(location) = format!("/v1/keys/{}", record.id).parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}

@@ -1,1 +1,13 @@
-fn main() {}
+//! Lambda entry point of the keys function: build state once, then serve.
+
+use lambda_http::{Error, service_fn};
+use pharmagate_keys::KeysService;
+use pharmagate_shared::config::Backend;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    pharmagate_shared::telemetry::init_json();
+    let backend = Backend::from_env()?;
+    let service = &KeysService::new(&backend);
+    lambda_http::run(service_fn(move |req| service.handle(req))).await
+}

@@ -172,7 +172,18 @@ fn run_transaction(conn: &mut Connection, ops: &[WriteOp]) -> Result<(), StoreEr
 /// The smallest string greater than every string that starts with `prefix`
 /// (for a range scan), or `None` when there is no upper bound.
 fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    if prefix.is_empty() { None } else { Some(format!("{prefix}{}", char::MAX)) }
+    // UTF-8 byte order is code point order, so bumping the last character that
+    // has a successor gives the bound; `prefix + char::MAX` would not do, as
+    // it sorts before `prefix + char::MAX + "x"`.
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = if last == '\u{d7ff}' { Some('\u{e000}') } else { char::from_u32(last as u32 + 1) };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 #[async_trait]
@@ -210,18 +221,22 @@ impl ItemStore for SqliteStore {
             let upper = prefix_upper_bound(&query.sk_prefix);
             let sql = format!(
                 "SELECT sk, attrs, expires_at FROM items WHERE tbl = ?1 AND pk = ?2 AND sk {} ?3 \
-                 AND (?4 IS NULL OR sk < ?4) ORDER BY sk LIMIT ?5",
+                 AND (?4 IS NULL OR sk < ?4) AND (expires_at IS NULL OR expires_at > ?6) \
+                 ORDER BY sk LIMIT ?5",
                 if strict { ">" } else { ">=" }
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
             // One extra row tells whether another page exists.
-            let fetch = query.limit as i64 + 1;
+            // (`as i64` would wrap a huge limit to a negative one.)
+            let fetch = i64::try_from(query.limit).unwrap_or(i64::MAX).saturating_add(1);
+            // Expired rows are filtered here, not below, so they never take
+            // the places of live rows (or of the extra row) in the `LIMIT`.
+            let now = now_secs();
             let rows = stmt
-                .query_map(params![query.table.as_str(), query.pk, lower, upper, fetch], |r| {
+                .query_map(params![query.table.as_str(), query.pk, lower, upper, fetch, now], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
                 })
                 .map_err(unavailable)?;
-            let now = now_secs();
             let mut items = Vec::new();
             let mut more = false;
             for row in rows {

@@ -20,5 +20,9 @@ pub fn init_json() {
 
 /// Human-readable logs on stderr for the local gateway and the CLI.
 pub fn init_pretty() {
-    let _ = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }

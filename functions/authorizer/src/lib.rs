@@ -9,7 +9,9 @@
 
 pub mod policy;
 
-use aws_lambda_events::apigw::{ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse};
+use aws_lambda_events::apigw::{
+    ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse,
+};
 use lambda_runtime::LambdaEvent;
 use pharmagate_shared::clock::now_secs;
 use pharmagate_shared::config::Backend;
@@ -81,7 +83,10 @@ impl Authorizer {
         Ok(response)
     }
 
-    async fn authenticate(&self, event: &ApiGatewayCustomAuthorizerRequestTypeRequest) -> Result<Principal, AuthError> {
+    async fn authenticate(
+        &self,
+        event: &ApiGatewayCustomAuthorizerRequestTypeRequest,
+    ) -> Result<Principal, AuthError> {
         let deny = |reason| AuthError::Unauthorized { reason };
         let mut values = event.headers.get_all(API_KEY_HEADER).iter();
         let (Some(value), None) = (values.next(), values.next()) else {
@@ -105,7 +110,12 @@ impl Authorizer {
             KeyStatus::Expired => return Err(deny("expired")),
             KeyStatus::Revoked => return Err(deny("revoked")),
         }
-        Ok(Principal { id: record.id.to_string(), customer: record.customer, role: record.role, tier: record.tier })
+        Ok(Principal {
+            id: record.id.to_string(),
+            customer: record.customer,
+            role: record.role,
+            tier: record.tier,
+        })
     }
 }
 

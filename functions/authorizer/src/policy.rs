@@ -63,7 +63,8 @@ pub fn policy_for(principal: &Principal, base: &str) -> ApiGatewayCustomAuthoriz
 /// API Gateway's decision for `method_arn` under `policy`.
 pub fn evaluate(policy: &ApiGatewayCustomAuthorizerPolicy, method_arn: &str) -> bool {
     let applies = |s: &IamPolicyStatement| {
-        s.action.iter().any(|a| wildcard_match(a, INVOKE)) && s.resource.iter().any(|r| wildcard_match(r, method_arn))
+        s.action.iter().any(|a| wildcard_match(a, INVOKE))
+            && s.resource.iter().any(|r| wildcard_match(r, method_arn))
     };
     let denied = policy.statement.iter().any(|s| s.effect == IamPolicyEffect::Deny && applies(s));
     let allowed = policy.statement.iter().any(|s| s.effect == IamPolicyEffect::Allow && applies(s));
@@ -134,7 +135,13 @@ mod tests {
             for route in ROUTES.iter().filter(|r| r.access != Access::Public) {
                 for value in ["953769-46-5", "abc123def456", "x"] {
                     let arn = format!("{BASE}/{}{}", route.method, route.sample_path(value));
-                    assert_eq!(evaluate(&policy, &arn), route.allows(&p), "{role:?} {} {}", route.method, route.path);
+                    assert_eq!(
+                        evaluate(&policy, &arn),
+                        route.allows(&p),
+                        "{role:?} {} {}",
+                        route.method,
+                        route.path
+                    );
                 }
             }
         }
@@ -146,7 +153,12 @@ mod tests {
         let json = serde_json::to_value(&policy).unwrap();
         let deny = &json["Statement"][1];
         assert_eq!(deny["Effect"], "Deny");
-        assert!(deny["Resource"].as_array().unwrap().contains(&serde_json::json!(format!("{BASE}/GET/v1/products/*/manufacturing"))));
+        assert!(
+            deny["Resource"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!(format!("{BASE}/GET/v1/products/*/manufacturing")))
+        );
     }
 
     #[test]

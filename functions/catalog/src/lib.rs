@@ -80,9 +80,13 @@ impl CatalogService {
     async fn search(&self, req: &Request) -> Outcome {
         let params = api::query_params(req, &["name", "formula", "cas", "limit", "cursor"])?;
         let limit = api::page_limit(&params, DEFAULT_PAGE, MAX_PAGE)?;
-        let filters: Vec<&str> = ["name", "formula", "cas"].into_iter().filter(|f| params.contains_key(*f)).collect();
+        let filters: Vec<&str> =
+            ["name", "formula", "cas"].into_iter().filter(|f| params.contains_key(*f)).collect();
         if filters.len() > 1 {
-            return Err(Problem::validation(filters.join(","), "filter by one of name, formula or cas at a time"));
+            return Err(Problem::validation(
+                filters.join(","),
+                "filter by one of name, formula or cas at a time",
+            ));
         }
         if let Some(text) = params.get("cas") {
             if params.contains_key("cursor") {
@@ -142,7 +146,9 @@ impl CatalogService {
             )));
         }
         match self.catalog.manufacturing(cas).await? {
-            Some(record) => Ok(api::json_response(StatusCode::OK, &json!({ "cas": cas, "manufacturing": record }))),
+            Some(record) => {
+                Ok(api::json_response(StatusCode::OK, &json!({ "cas": cas, "manufacturing": record })))
+            }
             None => Err(Problem::not_found(format!("no manufacturing record for {cas}"))),
         }
     }
@@ -152,7 +158,10 @@ fn search_from(params: &HashMap<String, String>) -> Result<(Search, String), Pro
     if let Some(name) = params.get("name") {
         let chars = name.trim().chars().count();
         if chars == 0 || chars > MAX_TOKEN_CHARS || name.chars().any(char::is_control) {
-            return Err(Problem::validation("name", format!("must be 1 to {MAX_TOKEN_CHARS} characters of text")));
+            return Err(Problem::validation(
+                "name",
+                format!("must be 1 to {MAX_TOKEN_CHARS} characters of text"),
+            ));
         }
         return Ok((Search::Name(name.clone()), format!("name:{}", name.trim().to_lowercase())));
     }
@@ -180,7 +189,9 @@ fn page_response(items: Vec<serde_json::Value>, next: Option<String>, limit: usi
 
 fn parse_cas(text: &str) -> Result<Cas, Problem> {
     Cas::parse(text).map_err(|e| {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid-cas", "Invalid CAS number").field("cas").detail(e.to_string())
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-cas", "Invalid CAS number")
+            .field("cas")
+            .detail(e.to_string())
     })
 }
 

@@ -104,24 +104,41 @@ impl KeysService {
         let admin = principal.can(Permission::KeysAny);
         let customer = match body.customer.as_deref() {
             Some(text) => CustomerId::parse(text).map_err(|m| Problem::validation("customer", m))?,
-            None if admin => return Err(Problem::validation("customer", "required when issuing as an administrator")),
+            None if admin => {
+                return Err(Problem::validation("customer", "required when issuing as an administrator"));
+            }
             None => principal.customer.clone(),
         };
-        let role = parse_opt::<Role>("role", body.role.as_deref())?.unwrap_or(if admin { Role::Customer } else { principal.role });
-        let tier = parse_opt::<Tier>("tier", body.tier.as_deref())?.unwrap_or(if admin { Tier::Free } else { principal.tier });
+        let role = parse_opt::<Role>("role", body.role.as_deref())?.unwrap_or(if admin {
+            Role::Customer
+        } else {
+            principal.role
+        });
+        let tier = parse_opt::<Tier>("tier", body.tier.as_deref())?.unwrap_or(if admin {
+            Tier::Free
+        } else {
+            principal.tier
+        });
         if !admin && (customer != principal.customer || role != principal.role || tier != principal.tier) {
             return Err(Problem::forbidden("you may only issue keys for your own customer, role and tier"));
         }
         let label = body.label.as_deref().map(clean_label).transpose()?;
         let expires_at = match body.expires_in_days {
             Some(d) if (1..=MAX_LIFETIME_DAYS).contains(&d) => Some(now_secs() + d * 86_400),
-            Some(_) => return Err(Problem::validation("expires_in_days", format!("must be 1 to {MAX_LIFETIME_DAYS}"))),
+            Some(_) => {
+                return Err(Problem::validation(
+                    "expires_in_days",
+                    format!("must be 1 to {MAX_LIFETIME_DAYS}"),
+                ));
+            }
             None => None,
         };
         let cap = (!admin).then_some(self.max_keys_per_customer);
         let new = NewKey { customer, role, tier, label, expires_at };
         let (key, record) = self.keys.issue(new, cap).await.map_err(|e| match e {
-            IssueError::CapReached(n) => Problem::conflict("key-limit", format!("at most {n} active keys per customer")),
+            IssueError::CapReached(n) => {
+                Problem::conflict("key-limit", format!("at most {n} active keys per customer"))
+            }
             IssueError::Repo(e) => e.into(),
         })?;
         tracing::info!(key_id = %record.id, customer = %record.customer, by = %principal.id, "key issued");
@@ -147,7 +164,10 @@ impl KeysService {
         let now = now_secs();
         let items: Vec<Value> = records.iter().map(|r| key_view(r, now)).collect();
         let next = next.map(|n| cursor::encode(&scope, &n));
-        Ok(api::json_response(StatusCode::OK, &json!({ "items": items, "limit": limit, "next_cursor": next })))
+        Ok(api::json_response(
+            StatusCode::OK,
+            &json!({ "items": items, "limit": limit, "next_cursor": next }),
+        ))
     }
 
     async fn revoke(&self, principal: &Principal, params: &Params) -> Outcome {
@@ -162,14 +182,20 @@ impl KeysService {
         let body: Option<RotateBody> = api::optional_json_body(req, MAX_BODY)?;
         let grace = body.and_then(|b| b.grace_period_seconds).unwrap_or(DEFAULT_GRACE_SECS);
         if !(0..=MAX_GRACE_SECS).contains(&grace) {
-            return Err(Problem::validation("grace_period_seconds", format!("must be 0 to {MAX_GRACE_SECS}")));
+            return Err(Problem::validation(
+                "grace_period_seconds",
+                format!("must be 0 to {MAX_GRACE_SECS}"),
+            ));
         }
         let (key, new) = self.keys.rotate(&record.id, grace).await.map_err(|e| match e {
             RotateError::NotFound => no_key(),
-            RotateError::NotActive(status) => {
-                Problem::conflict("key-not-active", format!("the key is {status:?} and cannot be rotated").to_lowercase())
+            RotateError::NotActive(status) => Problem::conflict(
+                "key-not-active",
+                format!("the key is {status:?} and cannot be rotated").to_lowercase(),
+            ),
+            RotateError::AlreadyRotated => {
+                Problem::conflict("key-already-rotated", "the key was already rotated")
             }
-            RotateError::AlreadyRotated => Problem::conflict("key-already-rotated", "the key was already rotated"),
             RotateError::Repo(e) => e.into(),
         })?;
         tracing::info!(old_key_id = %record.id, key_id = %new.id, grace, by = %principal.id, "key rotated");
@@ -193,7 +219,10 @@ fn no_key() -> Problem {
     Problem::not_found("no such key")
 }
 
-fn parse_opt<T: std::str::FromStr<Err = String>>(field: &str, text: Option<&str>) -> Result<Option<T>, Problem> {
+fn parse_opt<T: std::str::FromStr<Err = String>>(
+    field: &str,
+    text: Option<&str>,
+) -> Result<Option<T>, Problem> {
     text.map(|t| t.parse::<T>().map_err(|m| Problem::validation(field, m))).transpose()
 }
 

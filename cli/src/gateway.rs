@@ -1,0 +1,415 @@
+//! The local API Gateway: `pharmagate dev` serves HTTP on loopback and does
+//! what API Gateway (REST API) does in AWS, through the functions' own
+//! handlers and lambda_http's own event conversion:
+//!
+//! 1. match the route (unknown path → 404, known path with another method →
+//!    405 with `Allow`, the way the OpenAPI mock integrations answer);
+//! 2. for protected routes, refuse a request without `x-api-key` (401), build
+//!    the REST REQUEST authorizer event, call the authorizer's handler,
+//!    turn `Unauthorized` into 401 and any other failure into 503, optionally
+//!    cache its answer per key for a TTL, and evaluate the returned IAM
+//!    policy against the method ARN (Deny → 403);
+//! 3. build the REST proxy (v1) event with `requestContext.authorizer` filled
+//!    in, deserialize it as lambda_http does, run the function through
+//!    lambda_http's adapter, and turn the proxy response back into HTTP.
+//!
+//! Every hop goes through JSON, so the local run exercises the real event
+//! contract, not a shortcut.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::apigw::{
+    ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse, ApiGatewayProxyResponse,
+};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Adapter, Context, LambdaEvent, Service, service_fn};
+use pharmagate_authorizer::policy::evaluate;
+use pharmagate_authorizer::{API_KEY_HEADER, Authorizer, UNAUTHORIZED};
+use pharmagate_catalog::CatalogService;
+use pharmagate_keys::KeysService;
+use pharmagate_shared::config::Backend;
+use pharmagate_shared::http::{Problem, apply_security_headers};
+use pharmagate_shared::routes::{Access, Function, Route, RouteMatch, match_route};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+/// API Gateway's payload limit.
+pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
+const REGION: &str = "us-east-1";
+const ACCOUNT: &str = "000000000000";
+const API_ID: &str = "pharmagate";
+
+/// A response as the gateway sends it.
+pub struct GatewayResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+pub struct Gateway {
+    authorizer: Authorizer,
+    catalog: CatalogService,
+    keys: KeysService,
+    stage: String,
+    cache_ttl: Duration,
+    cache: Mutex<HashMap<[u8; 32], (Instant, ApiGatewayCustomAuthorizerResponse)>>,
+}
+
+/// What the authorizer step decided.
+enum Authorization {
+    Allowed(ApiGatewayCustomAuthorizerResponse),
+    Refused(Problem),
+}
+
+impl Gateway {
+    /// `stage` is the deployment stage name: requests may carry it as their
+    /// first path segment (`/dev/v1/products`, like an execute-api URL) or
+    /// not (`/v1/products`, like a custom domain).
+    pub fn new(backend: &Backend, stage: &str, cache_ttl: Duration) -> Self {
+        Gateway {
+            authorizer: Authorizer::new(backend),
+            catalog: CatalogService::new(backend),
+            keys: KeysService::new(backend),
+            stage: stage.to_string(),
+            cache_ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn handle(
+        &self,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        peer: SocketAddr,
+    ) -> GatewayResponse {
+        let request_id = new_request_id();
+        let (raw_path, query) = target.split_once('?').unwrap_or((target, ""));
+        let path = self.strip_stage(raw_path);
+        let mut response = match match_route(method.as_str(), path) {
+            RouteMatch::NotFound => problem(Problem::not_found("no such resource"), &request_id),
+            RouteMatch::MethodNotAllowed(allowed) => {
+                problem(Problem::method_not_allowed(&allowed), &request_id)
+            }
+            RouteMatch::Found(route, params) => {
+                let call =
+                    Call { method, path, query, headers, body, peer, route, params, request_id: &request_id };
+                self.dispatch(call).await
+            }
+        };
+        response.headers.insert("x-amzn-requestid", HeaderValue::from_str(&request_id).expect("hex id"));
+        response
+    }
+
+    fn strip_stage<'a>(&self, path: &'a str) -> &'a str {
+        match path.strip_prefix('/').and_then(|p| p.strip_prefix(self.stage.as_str())) {
+            Some(rest) if rest.starts_with('/') => rest,
+            _ => path,
+        }
+    }
+
+    async fn dispatch(&self, call: Call<'_>) -> GatewayResponse {
+        let started = Instant::now();
+        let authorizer_response = if call.route.access == Access::Public {
+            None
+        } else {
+            match self.authorize(&call).await {
+                Authorization::Allowed(response) => Some(response),
+                Authorization::Refused(p) => return problem(p, call.request_id),
+            }
+        };
+        let latency = started.elapsed().as_millis() as u64;
+        let event = proxy_event(&call, &self.stage, authorizer_response.as_ref(), latency);
+        self.invoke(call.route.function, event, call.request_id).await
+    }
+
+    async fn authorize(&self, call: &Call<'_>) -> Authorization {
+        let Some(identity) = single_header(call.headers, API_KEY_HEADER) else {
+            // API Gateway refuses a request without its identity source
+            // before calling the authorizer.
+            return Authorization::Refused(Problem::unauthorized());
+        };
+        let method_arn = format!(
+            "arn:aws:execute-api:{REGION}:{ACCOUNT}:{API_ID}/{}/{}{}",
+            self.stage, call.method, call.path
+        );
+        let cache_key: [u8; 32] = Sha256::digest(identity.as_bytes()).into();
+        let response = match self.cached(&cache_key) {
+            Some(response) => response,
+            None => match self.call_authorizer(call, &method_arn).await {
+                Ok(response) => {
+                    self.remember(cache_key, &response);
+                    response
+                }
+                Err(refusal) => return Authorization::Refused(refusal),
+            },
+        };
+        if evaluate(&response.policy_document, &method_arn) {
+            Authorization::Allowed(response)
+        } else {
+            Authorization::Refused(Problem::forbidden("your credentials do not allow this operation"))
+        }
+    }
+
+    fn cached(&self, key: &[u8; 32]) -> Option<ApiGatewayCustomAuthorizerResponse> {
+        if self.cache_ttl.is_zero() {
+            return None;
+        }
+        let cache = self.cache.lock().ok()?;
+        cache.get(key).filter(|(at, _)| at.elapsed() < self.cache_ttl).map(|(_, r)| r.clone())
+    }
+
+    fn remember(&self, key: [u8; 32], response: &ApiGatewayCustomAuthorizerResponse) {
+        if self.cache_ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.retain(|_, (at, _)| at.elapsed() < self.cache_ttl);
+            cache.insert(key, (Instant::now(), response.clone()));
+        }
+    }
+
+    async fn call_authorizer(
+        &self,
+        call: &Call<'_>,
+        method_arn: &str,
+    ) -> Result<ApiGatewayCustomAuthorizerResponse, Problem> {
+        let event = authorizer_event(call, &self.stage, method_arn);
+        let payload: ApiGatewayCustomAuthorizerRequestTypeRequest =
+            serde_json::from_value(event).map_err(|_| Problem::internal())?;
+        let context = lambda_context(call.request_id);
+        match self.authorizer.handle(LambdaEvent::new(payload, context)).await {
+            Ok(response) => {
+                // Through JSON and back, as API Gateway reads it.
+                let text = serde_json::to_string(&response).map_err(|_| Problem::internal())?;
+                serde_json::from_str(&text).map_err(|_| Problem::internal())
+            }
+            Err(e) if e.to_string() == UNAUTHORIZED => Err(Problem::unauthorized()),
+            Err(_) => Err(Problem::unavailable()),
+        }
+    }
+
+    async fn invoke(&self, function: Function, event: Value, request_id: &str) -> GatewayResponse {
+        let payload: LambdaRequest = match serde_json::from_value(event) {
+            Ok(p) => p,
+            Err(_) => return problem(Problem::internal(), request_id),
+        };
+        let lambda_event = LambdaEvent::new(payload, lambda_context(request_id));
+        let output = match function {
+            Function::Catalog => run(service_fn(|req| self.catalog.handle(req)), lambda_event).await,
+            Function::Keys => run(service_fn(|req| self.keys.handle(req)), lambda_event).await,
+        };
+        match output {
+            Some(response) => proxy_response(response),
+            None => problem(Problem::internal(), request_id),
+        }
+    }
+}
+
+/// Runs a lambda_http service the way `lambda_http::run` does and returns the
+/// proxy response the Lambda would have returned, read back from its JSON.
+async fn run<S>(service: S, event: LambdaEvent<LambdaRequest>) -> Option<ApiGatewayProxyResponse>
+where
+    S: Service<
+            lambda_http::Request,
+            Response = lambda_http::Response<lambda_http::Body>,
+            Error = std::convert::Infallible,
+        >,
+    S::Future: Send,
+{
+    let mut adapter = Adapter::from(service);
+    std::future::poll_fn(|cx| adapter.poll_ready(cx)).await.ok()?;
+    let response = adapter.call(event).await.ok()?;
+    let text = serde_json::to_string(&response).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+struct Call<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: &'a str,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+    peer: SocketAddr,
+    route: &'static Route,
+    params: Vec<(&'static str, String)>,
+    request_id: &'a str,
+}
+
+fn lambda_context(request_id: &str) -> Context {
+    let mut context = Context::default();
+    context.request_id = request_id.to_string();
+    context
+}
+
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("OS randomness");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let value = headers.get(name)?.to_str().ok()?;
+    (!value.is_empty()).then_some(value)
+}
+
+/// `headers` (last value wins) and `multiValueHeaders`, as API Gateway sends them.
+fn header_maps(headers: &HeaderMap) -> (Map<String, Value>, Map<String, Value>) {
+    let mut single = Map::new();
+    let mut multi: Map<String, Value> = Map::new();
+    for (name, value) in headers {
+        let Ok(text) = value.to_str() else { continue };
+        single.insert(name.as_str().to_string(), json!(text));
+        let entry = multi.entry(name.as_str().to_string()).or_insert_with(|| json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(json!(text));
+        }
+    }
+    (single, multi)
+}
+
+/// `queryStringParameters` (last value) and `multiValueQueryStringParameters`.
+fn query_maps(query: &str) -> (Value, Value) {
+    if query.is_empty() {
+        return (Value::Null, Value::Null);
+    }
+    let mut single = Map::new();
+    let mut multi: Map<String, Value> = Map::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| pharmagate_shared::routes::percent_decode(&s.replace('+', " "));
+        let (Some(name), Some(value)) = (decode(name), decode(value)) else { continue };
+        single.insert(name.clone(), json!(value));
+        let entry = multi.entry(name).or_insert_with(|| json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(json!(value));
+        }
+    }
+    (Value::Object(single), Value::Object(multi))
+}
+
+fn path_parameters(call: &Call<'_>) -> Value {
+    if call.params.is_empty() {
+        return Value::Null;
+    }
+    Value::Object(call.params.iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
+}
+
+/// The REST API REQUEST authorizer event.
+fn authorizer_event(call: &Call<'_>, stage: &str, method_arn: &str) -> Value {
+    let (headers, multi_headers) = header_maps(call.headers);
+    let (query, multi_query) = query_maps(call.query);
+    json!({
+        "type": "REQUEST",
+        "methodArn": method_arn,
+        "resource": call.route.path,
+        "path": call.path,
+        "httpMethod": call.method.as_str(),
+        "headers": headers,
+        "multiValueHeaders": multi_headers,
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": multi_query,
+        "pathParameters": path_parameters(call),
+        "stageVariables": null,
+        "requestContext": {
+            "path": format!("/{stage}{}", call.path),
+            "accountId": ACCOUNT,
+            "resourceId": "local",
+            "stage": stage,
+            "requestId": call.request_id,
+            "identity": { "sourceIp": call.peer.ip().to_string() },
+            "resourcePath": call.route.path,
+            "httpMethod": call.method.as_str(),
+            "apiId": API_ID,
+        },
+    })
+}
+
+/// The REST API proxy (v1) integration event.
+fn proxy_event(
+    call: &Call<'_>,
+    stage: &str,
+    authorizer: Option<&ApiGatewayCustomAuthorizerResponse>,
+    latency_ms: u64,
+) -> Value {
+    let (headers, multi_headers) = header_maps(call.headers);
+    let (query, multi_query) = query_maps(call.query);
+    let (body, base64) = match std::str::from_utf8(call.body) {
+        _ if call.body.is_empty() => (Value::Null, false),
+        Ok(text) => (json!(text), false),
+        Err(_) => (json!(B64.encode(call.body)), true),
+    };
+    let now = chrono::Utc::now();
+    let mut context = json!({
+        "accountId": ACCOUNT,
+        "resourceId": "local",
+        "stage": stage,
+        "requestId": call.request_id,
+        "identity": {
+            "sourceIp": call.peer.ip().to_string(),
+            "userAgent": call.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
+        },
+        "resourcePath": call.route.path,
+        "httpMethod": call.method.as_str(),
+        "apiId": API_ID,
+        "path": format!("/{stage}{}", call.path),
+        "protocol": "HTTP/1.1",
+        "requestTime": now.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
+        "requestTimeEpoch": now.timestamp_millis(),
+        "domainName": call.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost"),
+    });
+    if let Some(auth) = authorizer {
+        let mut fields = auth.context.as_object().cloned().unwrap_or_default();
+        fields.insert("principalId".into(), json!(auth.principal_id));
+        fields.insert("integrationLatency".into(), json!(latency_ms));
+        context["authorizer"] = Value::Object(fields);
+    }
+    json!({
+        "resource": call.route.path,
+        "path": call.path,
+        "httpMethod": call.method.as_str(),
+        "headers": headers,
+        "multiValueHeaders": multi_headers,
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": multi_query,
+        "pathParameters": path_parameters(call),
+        "stageVariables": null,
+        "requestContext": context,
+        "body": body,
+        "isBase64Encoded": base64,
+    })
+}
+
+fn proxy_response(response: ApiGatewayProxyResponse) -> GatewayResponse {
+    let status = u16::try_from(response.status_code)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut headers = response.multi_value_headers;
+    for (name, value) in response.headers.iter() {
+        headers.insert(name.clone(), value.clone());
+    }
+    let body = match response.body {
+        Some(aws_lambda_events::encodings::Body::Text(t)) => t.into_bytes(),
+        Some(aws_lambda_events::encodings::Body::Binary(b)) => b,
+        _ => Vec::new(),
+    };
+    GatewayResponse { status, headers, body }
+}
+
+/// A response the gateway makes itself (gateway responses in AWS terms).
+fn problem(problem: Problem, request_id: &str) -> GatewayResponse {
+    let response = problem.to_response(Some(request_id));
+    let (parts, body) = response.into_parts();
+    let mut headers = parts.headers;
+    apply_security_headers(&mut headers);
+    GatewayResponse { status: parts.status, headers, body: body.to_vec() }
+}

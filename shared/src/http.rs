@@ -177,23 +177,27 @@ pub fn request_id(req: &Request) -> Option<String> {
     }
 }
 
-/// The route path without the stage prefix, however lambda_http was told to
-/// treat stages (`AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` set or not): the raw
-/// path of a REST event never contains the stage.
+/// The route path without the stage prefix. lambda_http puts the stage in
+/// the URI unless `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is set, and some
+/// events (custom domains, test consoles) carry it in `path` itself; so the
+/// raw path is used as is when it names a route, and with a leading
+/// `/<stage>` removed otherwise (a stage may be called `v1`, too).
 pub fn route_path(req: &Request) -> String {
-    let raw = req.raw_http_path();
-    if !raw.is_empty() {
+    let raw = match req.raw_http_path() {
+        "" => req.uri().path(),
+        raw => raw,
+    };
+    if crate::routes::match_route(req.method().as_str(), raw) != crate::routes::RouteMatch::NotFound {
         return raw.to_string();
     }
-    let path = req.uri().path();
     if let Some(RequestContext::ApiGatewayV1(ctx)) = req.request_context_ref()
         && let Some(stage) = ctx.stage.as_deref()
-        && let Some(rest) = path.strip_prefix(&format!("/{stage}"))
+        && let Some(rest) = raw.strip_prefix('/').and_then(|r| r.strip_prefix(stage))
         && rest.starts_with('/')
     {
         return rest.to_string();
     }
-    path.to_string()
+    raw.to_string()
 }
 
 /// The principal the authorizer described in `requestContext.authorizer`.

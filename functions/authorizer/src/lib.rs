@@ -92,6 +92,11 @@ impl Authorizer {
         let (Some(value), None) = (values.next(), values.next()) else {
             return Err(deny("missing_or_repeated_key"));
         };
+        // API Gateway keeps only the last value in `headers`; two keys in one
+        // request are ambiguous, so refuse rather than pick one.
+        if event.multi_value_headers.get_all(API_KEY_HEADER).iter().count() > 1 {
+            return Err(deny("missing_or_repeated_key"));
+        }
         let text = value.to_str().map_err(|_| deny("malformed_encoding"))?;
         let key = ApiKey::parse(text).map_err(|e| deny(e.reason()))?;
         let hash = key.hash();

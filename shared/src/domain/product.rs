@@ -293,9 +293,11 @@ mod tests {
         assert_eq!(d.validate(cas()).unwrap_err().field, "cas");
     }
 
+    type Change = Box<dyn Fn(&mut ProductDraft)>;
+
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut ProductDraft)>)> = vec![
+        let cases: Vec<(&str, Change)> = vec![
             ("name", Box::new(|d| d.name = "  ".into())),
             ("name", Box::new(|d| d.name = "x".repeat(201))),
             ("name", Box::new(|d| d.name = "a\u{0}b".into())),

@@ -71,8 +71,12 @@ impl Cas {
         if first.len() > MAX_FIRST_GROUP_CHARS || !(2..=7).contains(&significant.len()) {
             return Err(CasError::FirstGroupLength);
         }
-        let body = format!("{significant}{second}");
-        let expected = check_digit(&body);
+        // Digits before the check digit, most significant first; at most 9,
+        // so the value (with the check digit, 10 digits) fits a u64.
+        let digits = || significant.bytes().chain(second.bytes()).map(|b| u64::from(b - b'0'));
+        let count = significant.len() + 2;
+        let sum: u64 = digits().enumerate().map(|(i, d)| (count - i) as u64 * d).sum();
+        let expected = (sum % 10) as u8;
         let found = check.as_bytes()[0] - b'0';
         if expected != found {
             return Err(CasError::CheckDigit {
@@ -81,9 +85,8 @@ impl Cas {
                 found,
             });
         }
-        // At most 10 digits: fits u64 with room to spare.
-        let value = format!("{body}{check}").parse::<u64>().map_err(|_| CasError::Format)?;
-        Ok(Cas(value))
+        let body = digits().fold(0u64, |acc, d| acc * 10 + d);
+        Ok(Cas(body * 10 + u64::from(found)))
     }
 
     /// The canonical text, e.g. `953769-46-5`.
@@ -95,12 +98,6 @@ impl Cas {
     pub fn as_u64(&self) -> u64 {
         self.0
     }
-}
-
-/// Weighted digit sum of the digits before the check digit, right to left.
-fn check_digit(body: &str) -> u8 {
-    let sum: u32 = body.bytes().rev().enumerate().map(|(i, b)| (i as u32 + 1) * u32::from(b - b'0')).sum();
-    (sum % 10) as u8
 }
 
 impl fmt::Display for Cas {

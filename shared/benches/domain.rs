@@ -30,7 +30,9 @@ fn api_key(c: &mut Criterion) {
     let mut bad = text.clone();
     bad.pop();
     bad.push('!');
-    c.bench_function("apikey/reject malformed (no lookup)", |b| b.iter(|| ApiKey::parse(black_box(&bad)).is_err()));
+    c.bench_function("apikey/reject malformed (no lookup)", |b| {
+        b.iter(|| ApiKey::parse(black_box(&bad)).is_err())
+    });
 }
 
 criterion_group!(benches, cas, api_key);

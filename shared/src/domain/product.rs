@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cas::Cas;
 
-pub const MAX_NAME_CHARS: usize = 200;
+pub const MAX_NAME_CHARS: usize = 400;
 pub const MAX_SYNONYMS: usize = 32;
 pub const MAX_FORMULA_CHARS: usize = 100;
 pub const MAX_SMILES_CHARS: usize = 2_000;
@@ -299,7 +299,7 @@ mod tests {
     fn each_bad_field_is_named() {
         let cases: Vec<(&str, Change)> = vec![
             ("name", Box::new(|d| d.name = "  ".into())),
-            ("name", Box::new(|d| d.name = "x".repeat(201))),
+            ("name", Box::new(|d| d.name = "x".repeat(401))),
             ("name", Box::new(|d| d.name = "a\u{0}b".into())),
             ("synonyms", Box::new(|d| d.synonyms = vec!["s".into(); 33])),
             ("synonyms[1]", Box::new(|d| d.synonyms = vec!["a".into(), "".into()])),

@@ -5,6 +5,7 @@
 //! write runs in a `BEGIN IMMEDIATE` transaction so conditions and counters
 //! are atomic across processes, not just across threads.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,6 +45,14 @@ struct Inner {
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // Owner-only, like the master key: the file holds key hashes and
+        // ciphertexts. SQLite gives its -wal and -shm files the same mode.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         let conn = open_connection(path)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         let inner = Inner { path: path.to_path_buf(), idle: Mutex::new(vec![conn]) };

@@ -98,11 +98,27 @@ impl Gateway {
             RouteMatch::MethodNotAllowed(allowed) => {
                 problem(Problem::method_not_allowed(&allowed), &request_id)
             }
-            RouteMatch::Found(route, params) => {
-                let call =
-                    Call { method, path, query, headers, body, peer, route, params, request_id: &request_id };
-                self.dispatch(call).await
-            }
+            RouteMatch::Found(route, params) => match query_maps(query) {
+                Some(query) => {
+                    let call = Call {
+                        method,
+                        path,
+                        query,
+                        headers,
+                        body,
+                        peer,
+                        route,
+                        params,
+                        request_id: &request_id,
+                    };
+                    self.dispatch(call).await
+                }
+                None => {
+                    let refusal =
+                        Problem::bad_request("malformed-query", "the query string has a broken %-escape");
+                    problem(refusal, &request_id)
+                }
+            },
         };
         response.headers.insert("x-amzn-requestid", HeaderValue::from_str(&request_id).expect("hex id"));
         response
@@ -234,7 +250,8 @@ where
 struct Call<'a> {
     method: &'a Method,
     path: &'a str,
-    query: &'a str,
+    /// `queryStringParameters` and `multiValueQueryStringParameters`.
+    query: (Value, Value),
     headers: &'a HeaderMap,
     body: &'a [u8],
     peer: SocketAddr,
@@ -249,7 +266,8 @@ fn lambda_context(request_id: &str) -> Context {
     context
 }
 
-fn new_request_id() -> String {
+/// A fresh request id in API Gateway's format.
+pub fn new_request_id() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("OS randomness");
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -276,24 +294,25 @@ fn header_maps(headers: &HeaderMap) -> (Map<String, Value>, Map<String, Value>) 
     (single, multi)
 }
 
-/// `queryStringParameters` (last value) and `multiValueQueryStringParameters`.
-fn query_maps(query: &str) -> (Value, Value) {
+/// `queryStringParameters` (last value) and `multiValueQueryStringParameters`,
+/// or `None` for a query string with broken %-escapes.
+fn query_maps(query: &str) -> Option<(Value, Value)> {
     if query.is_empty() {
-        return (Value::Null, Value::Null);
+        return Some((Value::Null, Value::Null));
     }
     let mut single = Map::new();
     let mut multi: Map<String, Value> = Map::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let decode = |s: &str| pharmagate_shared::routes::percent_decode(&s.replace('+', " "));
-        let (Some(name), Some(value)) = (decode(name), decode(value)) else { continue };
+        let (name, value) = (decode(name)?, decode(value)?);
         single.insert(name.clone(), json!(value));
         let entry = multi.entry(name).or_insert_with(|| json!([]));
         if let Some(list) = entry.as_array_mut() {
             list.push(json!(value));
         }
     }
-    (Value::Object(single), Value::Object(multi))
+    Some((Value::Object(single), Value::Object(multi)))
 }
 
 fn path_parameters(call: &Call<'_>) -> Value {
@@ -306,7 +325,7 @@ fn path_parameters(call: &Call<'_>) -> Value {
 /// The REST API REQUEST authorizer event.
 fn authorizer_event(call: &Call<'_>, stage: &str, method_arn: &str) -> Value {
     let (headers, multi_headers) = header_maps(call.headers);
-    let (query, multi_query) = query_maps(call.query);
+    let (query, multi_query) = call.query.clone();
     json!({
         "type": "REQUEST",
         "methodArn": method_arn,
@@ -341,7 +360,7 @@ fn proxy_event(
     latency_ms: u64,
 ) -> Value {
     let (headers, multi_headers) = header_maps(call.headers);
-    let (query, multi_query) = query_maps(call.query);
+    let (query, multi_query) = call.query.clone();
     let (body, base64) = match std::str::from_utf8(call.body) {
         _ if call.body.is_empty() => (Value::Null, false),
         Ok(text) => (json!(text), false),

@@ -7,11 +7,11 @@ use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use pharmagate_shared::http::Problem;
 use tokio::net::TcpListener;
 
-use crate::gateway::{Gateway, MAX_REQUEST_BYTES};
+use crate::gateway::{Gateway, MAX_REQUEST_BYTES, new_request_id};
 
 /// Serves `gateway` on `listener` until `shutdown` completes; in-flight
 /// requests finish first.
@@ -45,10 +45,14 @@ async fn handle(
 }
 
 fn too_large() -> Response {
-    let problem = Problem::payload_too_large(MAX_REQUEST_BYTES).to_response(None);
+    let request_id = new_request_id();
+    let problem = Problem::payload_too_large(MAX_REQUEST_BYTES).to_response(Some(&request_id));
     let (parts, body) = problem.into_parts();
     let mut response = Response::new(Body::from(body.to_vec()));
     *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
     *response.headers_mut() = parts.headers;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-amzn-requestid", value);
+    }
     response
 }

@@ -27,65 +27,76 @@ pub struct Route {
     pub path: &'static str,
     pub function: Function,
     pub access: Access,
+    /// The query parameters the route accepts; any other is refused.
+    pub query: &'static [&'static str],
 }
 
 use Permission as P;
 
 pub const ROUTES: &[Route] = &[
-    Route { method: "GET", path: "/health", function: Function::Catalog, access: Access::Public },
+    Route { method: "GET", path: "/health", function: Function::Catalog, access: Access::Public, query: &[] },
     Route {
         method: "GET",
         path: "/v1/products",
         function: Function::Catalog,
         access: Access::AnyOf(&[P::CatalogRead]),
+        query: &["name", "formula", "cas", "limit", "cursor"],
     },
     Route {
         method: "GET",
         path: "/v1/products/{cas}",
         function: Function::Catalog,
         access: Access::AnyOf(&[P::CatalogRead]),
+        query: &[],
     },
     Route {
         method: "PUT",
         path: "/v1/products/{cas}",
         function: Function::Catalog,
         access: Access::AnyOf(&[P::CatalogWrite]),
+        query: &[],
     },
     Route {
         method: "DELETE",
         path: "/v1/products/{cas}",
         function: Function::Catalog,
         access: Access::AnyOf(&[P::CatalogDelete]),
+        query: &[],
     },
     Route {
         method: "GET",
         path: "/v1/products/{cas}/manufacturing",
         function: Function::Catalog,
         access: Access::AnyOf(&[P::ManufacturingRead, P::ManufacturingReadAny]),
+        query: &[],
     },
     Route {
         method: "GET",
         path: "/v1/keys",
         function: Function::Keys,
         access: Access::AnyOf(&[P::KeysOwn, P::KeysAny]),
+        query: &["customer", "limit", "cursor"],
     },
     Route {
         method: "POST",
         path: "/v1/keys",
         function: Function::Keys,
         access: Access::AnyOf(&[P::KeysOwn, P::KeysAny]),
+        query: &[],
     },
     Route {
         method: "DELETE",
         path: "/v1/keys/{id}",
         function: Function::Keys,
         access: Access::AnyOf(&[P::KeysOwn, P::KeysAny]),
+        query: &[],
     },
     Route {
         method: "POST",
         path: "/v1/keys/{id}/rotate",
         function: Function::Keys,
         access: Access::AnyOf(&[P::KeysOwn, P::KeysAny]),
+        query: &[],
     },
 ];
 

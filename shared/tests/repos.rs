@@ -188,21 +188,40 @@ async fn rotation_gives_grace_once_and_revocation_is_immediate() {
     let keys = backend.keys();
     let (old_key, old) = keys.issue(new_key("acme"), None).await.unwrap();
     let now = now_secs();
-    let (new_key_text, new) = keys.rotate(&old.id, 3600).await.unwrap();
+    let (new_key_text, new) = keys.rotate(&old.id, 3600, None).await.unwrap();
     assert_ne!(new_key_text.expose(), old_key.expose());
     let retired = keys.get(&old.id).await.unwrap().unwrap();
     assert!((now + 3600..=now + 3601).contains(&retired.expires_at.unwrap()));
     assert_eq!(retired.replaced_by.as_ref(), Some(&new.id));
     assert_eq!(retired.status(now_secs()), KeyStatus::Active);
-    assert!(matches!(keys.rotate(&old.id, 0).await, Err(RotateError::AlreadyRotated)));
+    assert!(matches!(keys.rotate(&old.id, 0, None).await, Err(RotateError::AlreadyRotated)));
     assert_eq!((new.customer.as_str(), new.role, new.tier), ("acme", Role::Customer, Tier::Free));
     assert!(keys.get(&new.id).await.unwrap().unwrap().matches(&new_key_text));
     keys.revoke(&new.id).await.unwrap();
     assert_eq!(keys.get(&new.id).await.unwrap().unwrap().status(now_secs()), KeyStatus::Revoked);
-    assert!(matches!(keys.rotate(&new.id, 0).await, Err(RotateError::NotActive(KeyStatus::Revoked))));
+    assert!(matches!(keys.rotate(&new.id, 0, None).await, Err(RotateError::NotActive(KeyStatus::Revoked))));
     let again = keys.revoke(&new.id).await.unwrap().unwrap();
     assert_eq!(again.status(now_secs()), KeyStatus::Revoked, "revoking twice is harmless");
     let (_, zero) = keys.issue(new_key("acme"), None).await.unwrap();
-    keys.rotate(&zero.id, 0).await.unwrap();
+    keys.rotate(&zero.id, 0, None).await.unwrap();
     assert_eq!(keys.get(&zero.id).await.unwrap().unwrap().status(now_secs()), KeyStatus::Expired);
+}
+
+#[tokio::test]
+async fn chained_rotations_with_grace_cannot_mint_keys_past_the_cap() {
+    let (_d, backend) = backend();
+    let keys = backend.keys();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(keys.issue(new_key("acme"), Some(3)).await.unwrap().1.id);
+    }
+    let (_, first) = keys.rotate(&ids[0], 3600, Some(3)).await.unwrap();
+    assert!(matches!(keys.rotate(&first.id, 3600, Some(3)).await, Err(RotateError::CapReached(3))));
+    assert!(matches!(keys.rotate(&ids[1], 3600, Some(3)).await, Err(RotateError::CapReached(3))));
+    // A compromised key can always be replaced at once.
+    let (_, second) = keys.rotate(&first.id, 0, Some(3)).await.unwrap();
+    let (listed, _) = keys.list_page(Some(&CustomerId::parse("acme").unwrap()), None, 100).await.unwrap();
+    let active = listed.iter().filter(|r| r.status(now_secs()) == KeyStatus::Active).count();
+    assert_eq!(active, 4, "3 keys plus the one in its grace period");
+    assert!(listed.iter().any(|r| r.id == second.id));
 }

@@ -91,7 +91,7 @@ async fn every_kind_of_bad_key_gets_the_same_unauthorized() {
     let revoked = issue(&s.backend, Role::Customer).await;
     s.backend.keys().revoke(revoked.id()).await.unwrap();
     let rotated = issue(&s.backend, Role::Customer).await;
-    s.backend.keys().rotate(rotated.id(), 0).await.unwrap();
+    s.backend.keys().rotate(rotated.id(), 0, None).await.unwrap();
     let unknown = ApiKey::generate("dev");
     let other_env = ApiKey::generate("live");
     let text = good.expose();

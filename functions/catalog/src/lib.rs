@@ -60,6 +60,7 @@ impl CatalogService {
             RouteMatch::MethodNotAllowed(allowed) => return Err(Problem::method_not_allowed(&allowed)),
             _ => return Err(Problem::not_found("no such resource")),
         };
+        let query = api::query_params(req, route.query)?;
         if route.path == "/health" {
             return Ok(api::json_response(StatusCode::OK, &json!({ "status": "ok" })));
         }
@@ -68,7 +69,7 @@ impl CatalogService {
             return Err(Problem::forbidden("your role does not allow this operation"));
         }
         match (route.method, route.path) {
-            ("GET", "/v1/products") => self.search(req).await,
+            ("GET", "/v1/products") => self.search(&query).await,
             ("GET", "/v1/products/{cas}") => self.get(&params).await,
             ("PUT", "/v1/products/{cas}") => self.put(req, &params).await,
             ("DELETE", "/v1/products/{cas}") => self.delete(&params).await,
@@ -77,9 +78,8 @@ impl CatalogService {
         }
     }
 
-    async fn search(&self, req: &Request) -> Outcome {
-        let params = api::query_params(req, &["name", "formula", "cas", "limit", "cursor"])?;
-        let limit = api::page_limit(&params, DEFAULT_PAGE, MAX_PAGE)?;
+    async fn search(&self, params: &HashMap<String, String>) -> Outcome {
+        let limit = api::page_limit(params, DEFAULT_PAGE, MAX_PAGE)?;
         let filters: Vec<&str> =
             ["name", "formula", "cas"].into_iter().filter(|f| params.contains_key(*f)).collect();
         if filters.len() > 1 {
@@ -96,7 +96,7 @@ impl CatalogService {
             let items: Vec<_> = self.catalog.get(cas).await?.into_iter().map(summary).collect();
             return Ok(page_response(items, None, limit));
         }
-        let (search, scope) = search_from(&params)?;
+        let (search, scope) = search_from(params)?;
         let after = params.get("cursor").map(|c| cursor::decode(&scope, c)).transpose()?;
         let page = self.catalog.search(&search, after, limit).await?;
         let next = page.next.map(|n| cursor::encode(&scope, &n));

@@ -6,6 +6,7 @@
 //! it may hold. Another customer's key is answered with 404, never 403, so
 //! key ids cannot be probed.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use http::{StatusCode, header};
@@ -90,9 +91,10 @@ impl KeysService {
         if !route.allows(&principal) {
             return Err(Problem::forbidden("your role does not allow this operation"));
         }
+        let query = api::query_params(req, route.query)?;
         match (route.method, route.path) {
             ("POST", "/v1/keys") => self.issue(req, &principal).await,
-            ("GET", "/v1/keys") => self.list(req, &principal).await,
+            ("GET", "/v1/keys") => self.list(&query, &principal).await,
             ("DELETE", "/v1/keys/{id}") => self.revoke(&principal, &params).await,
             ("POST", "/v1/keys/{id}/rotate") => self.rotate(req, &principal, &params).await,
             _ => Err(Problem::not_found("no such resource")),
@@ -119,8 +121,13 @@ impl KeysService {
         } else {
             principal.tier
         });
-        if !admin && (customer != principal.customer || role != principal.role || tier != principal.tier) {
-            return Err(Problem::forbidden("you may only issue keys for your own customer, role and tier"));
+        // Self-service: own customer and tier, and a role with no permission
+        // the caller lacks (the same role, or a lesser one).
+        let lesser_role = role.permissions().iter().all(|p| principal.role.allows(*p));
+        if !admin && (customer != principal.customer || !lesser_role || tier != principal.tier) {
+            return Err(Problem::forbidden(
+                "you may only issue keys for your own customer and tier, with your role or a lesser one",
+            ));
         }
         let label = body.label.as_deref().map(clean_label).transpose()?;
         let expires_at = match body.expires_in_days {
@@ -145,9 +152,8 @@ impl KeysService {
         Ok(created(&key, &record))
     }
 
-    async fn list(&self, req: &Request, principal: &Principal) -> Outcome {
-        let params = api::query_params(req, &["customer", "limit", "cursor"])?;
-        let limit = api::page_limit(&params, DEFAULT_PAGE, MAX_PAGE)?;
+    async fn list(&self, params: &HashMap<String, String>, principal: &Principal) -> Outcome {
+        let limit = api::page_limit(params, DEFAULT_PAGE, MAX_PAGE)?;
         let requested = params.get("customer").map(|c| CustomerId::parse(c)).transpose();
         let requested = requested.map_err(|m| Problem::validation("customer", m))?;
         let customer = if principal.can(Permission::KeysAny) {
@@ -187,7 +193,8 @@ impl KeysService {
                 format!("must be 0 to {MAX_GRACE_SECS}"),
             ));
         }
-        let (key, new) = self.keys.rotate(&record.id, grace).await.map_err(|e| match e {
+        let cap = (!principal.can(Permission::KeysAny)).then_some(self.max_keys_per_customer);
+        let (key, new) = self.keys.rotate(&record.id, grace, cap).await.map_err(|e| match e {
             RotateError::NotFound => no_key(),
             RotateError::NotActive(status) => Problem::conflict(
                 "key-not-active",
@@ -196,6 +203,13 @@ impl KeysService {
             RotateError::AlreadyRotated => {
                 Problem::conflict("key-already-rotated", "the key was already rotated")
             }
+            RotateError::CapReached(n) => Problem::conflict(
+                "key-limit",
+                format!(
+                    "at most {n} active keys per customer, plus one in its grace period; \
+                     rotate with grace_period_seconds 0 or revoke a key first"
+                ),
+            ),
             RotateError::Repo(e) => e.into(),
         })?;
         tracing::info!(old_key_id = %record.id, key_id = %new.id, grace, by = %principal.id, "key rotated");

@@ -97,6 +97,8 @@ pub enum RotateError {
     NotActive(KeyStatus),
     #[error("the key was already rotated")]
     AlreadyRotated,
+    #[error("the customer already has {0} active keys, the most allowed")]
+    CapReached(usize),
     #[error(transparent)]
     Repo(#[from] RepoError),
 }
@@ -278,39 +280,59 @@ impl KeyRepo {
     }
 
     /// Issues a replacement key with the same customer, role and tier; the old
-    /// key keeps working for `grace_secs` (0: stops at once).
-    pub async fn rotate(&self, id: &KeyId, grace_secs: i64) -> Result<(ApiKey, KeyRecord), RotateError> {
-        let now = now_secs();
-        let old = self.get(id).await?.ok_or(RotateError::NotFound)?;
-        match old.status(now) {
-            KeyStatus::Active => {}
-            other => return Err(RotateError::NotActive(other)),
+    /// key keeps working for `grace_secs` (0: stops at once). With `cap`, a
+    /// rotation that keeps the old key alive may not bring the customer above
+    /// `cap + 1` active keys, so chained rotations cannot mint keys past the
+    /// cap; a rotation with no grace (a compromised key) is never refused.
+    pub async fn rotate(
+        &self,
+        id: &KeyId,
+        grace_secs: i64,
+        cap: Option<usize>,
+    ) -> Result<(ApiKey, KeyRecord), RotateError> {
+        for _ in 0..20 {
+            let now = now_secs();
+            let old = self.get(id).await?.ok_or(RotateError::NotFound)?;
+            match old.status(now) {
+                KeyStatus::Active => {}
+                other => return Err(RotateError::NotActive(other)),
+            }
+            if old.replaced_by.is_some() {
+                return Err(RotateError::AlreadyRotated);
+            }
+            let version = self.keyset_version(&old.customer).await?;
+            if let Some(cap) = cap.filter(|_| grace_secs > 0) {
+                let active = self.count_active(&old.customer).await?;
+                if active > cap {
+                    return Err(RotateError::CapReached(cap));
+                }
+            }
+            let key = ApiKey::generate(&self.env);
+            let new = KeyRecord {
+                id: key.id().clone(),
+                hash: key.hash().to_hex(),
+                created_at: now,
+                expires_at: None,
+                revoked_at: None,
+                replaced_by: None,
+                rev: 1,
+                ..old.clone()
+            };
+            let mut retired = old.clone();
+            let grace_end = now + grace_secs.max(0);
+            retired.expires_at = Some(old.expires_at.map_or(grace_end, |t| t.min(grace_end)));
+            retired.replaced_by = Some(new.id.clone());
+            let mut ops = self.insert_ops(&new);
+            ops.push(self.update_op(&retired));
+            ops.push(self.bump_keyset(&old.customer, version));
+            match self.store.transact(ops).await {
+                Ok(()) => return Ok((key, new)),
+                // Someone changed the key or the customer's key set: look again.
+                Err(StoreError::ConditionFailed) => continue,
+                Err(e) => return Err(RepoError::from(e).into()),
+            }
         }
-        if old.replaced_by.is_some() {
-            return Err(RotateError::AlreadyRotated);
-        }
-        let key = ApiKey::generate(&self.env);
-        let new = KeyRecord {
-            id: key.id().clone(),
-            hash: key.hash().to_hex(),
-            created_at: now,
-            expires_at: None,
-            revoked_at: None,
-            replaced_by: None,
-            rev: 1,
-            ..old.clone()
-        };
-        let mut retired = old.clone();
-        let grace_end = now + grace_secs.max(0);
-        retired.expires_at = Some(old.expires_at.map_or(grace_end, |t| t.min(grace_end)));
-        retired.replaced_by = Some(new.id.clone());
-        let mut ops = self.insert_ops(&new);
-        ops.push(self.update_op(&retired));
-        match self.store.transact(ops).await {
-            Ok(()) => Ok((key, new)),
-            Err(StoreError::ConditionFailed) => Err(RotateError::AlreadyRotated),
-            Err(e) => Err(RepoError::from(e).into()),
-        }
+        Err(RepoError::Conflict.into())
     }
 
     /// Writes a changed record, bumping `rev`, only if nobody else changed it

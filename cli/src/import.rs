@@ -151,7 +151,7 @@ mod tests {
         assert!(rows.iter().all(|(_, r)| r.is_ok()));
         let blz =
             rows.iter().find_map(|(_, r)| r.as_ref().ok().filter(|p| p.cas.to_string() == "953769-46-5"));
-        assert_eq!(blz.unwrap().name, "BLZ-945");
+        assert_eq!(blz.unwrap().name, "BLZ-945 (sotuletinib)");
     }
 
     #[test]

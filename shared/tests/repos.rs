@@ -225,3 +225,62 @@ async fn chained_rotations_with_grace_cannot_mint_keys_past_the_cap() {
     assert_eq!(active, 4, "3 keys plus the one in its grace period");
     assert!(listed.iter().any(|r| r.id == second.id));
 }
+
+#[tokio::test]
+async fn concurrent_writes_and_deletes_never_orphan_index_entries() {
+    let (_d, backend) = backend();
+    let catalog = Arc::new(backend.catalog());
+    let cas = Cas::parse("67-64-1").unwrap();
+    for round in 0..5 {
+        let mut tasks = Vec::new();
+        for i in 0..24 {
+            let catalog = catalog.clone();
+            tasks.push(tokio::spawn(async move {
+                if i % 3 == 2 {
+                    catalog.delete(cas).await.map(|_| ())
+                } else {
+                    let synonym = format!("propanone {round} {i}");
+                    catalog
+                        .put(product("67-64-1", &format!("acetone v{i}"), &[&synonym], "C3H6O"), None)
+                        .await
+                        .map(|_| ())
+                }
+            }));
+        }
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) | Err(RepoError::Conflict) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let listed = names(&backend, Search::Name("acetone".into()), 100).await;
+        let by_synonym = names(&backend, Search::Name("propanone".into()), 100).await;
+        match catalog.get(cas).await.unwrap() {
+            Some(_) => {
+                assert_eq!(listed, ["67-64-1"], "round {round}");
+                assert_eq!(by_synonym, ["67-64-1"], "round {round}");
+            }
+            None => {
+                assert!(listed.is_empty(), "round {round}: orphans {listed:?}");
+                assert!(by_synonym.is_empty(), "round {round}: orphans {by_synonym:?}");
+            }
+        }
+        // Every index entry must belong to the stored product's current tokens.
+        let entries = backend
+            .store
+            .query(pharmagate_shared::ports::Query {
+                table: Table::Catalog,
+                pk: "NAME".into(),
+                sk_prefix: String::new(),
+                after: None,
+                limit: 1000,
+            })
+            .await
+            .unwrap();
+        let expected = match catalog.get(cas).await.unwrap() {
+            Some(p) => pharmagate_shared::repo::catalog::search_tokens(&p).len(),
+            None => 0,
+        };
+        assert_eq!(entries.items.len(), expected, "round {round}");
+    }
+}

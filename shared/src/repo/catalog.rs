@@ -2,7 +2,8 @@
 //!
 //! Layout in the `catalog` table:
 //! - `PRODUCT#<cas>` / `PRODUCT`: the public record plus its search tokens
-//!   and a `version` for optimistic concurrency;
+//!   and a `rev` (random per write, never reused, even after a delete) for
+//!   optimistic concurrency;
 //! - `PRODUCT#<cas>` / `MANUFACTURING`: the confidential record, only as an
 //!   envelope ciphertext bound to this item and field;
 //! - `NAME` / `<token>\u{1f}<cas>`: one index entry per search token (name,
@@ -135,7 +136,9 @@ fn to_attrs(value: Value) -> Attrs {
 struct ProductItem {
     product: Product,
     tokens: BTreeSet<String>,
-    version: i64,
+    /// Random per write: a counter would restart after a delete, letting a
+    /// writer that read the old product pass its condition on the new one.
+    rev: String,
 }
 
 impl CatalogRepo {
@@ -194,11 +197,11 @@ impl CatalogRepo {
     ) -> Vec<WriteOp> {
         let cas = product.cas;
         let tokens = search_tokens(product);
-        let (condition, version) = match existing {
-            Some(e) => (Condition::AttrEquals("version".into(), json!(e.version)), e.version + 1),
-            None => (Condition::NotExists, 1),
+        let condition = match existing {
+            Some(e) => Condition::AttrEquals("rev".into(), json!(e.rev)),
+            None => Condition::NotExists,
         };
-        let stored = ProductItem { product: product.clone(), tokens: tokens.clone(), version };
+        let stored = ProductItem { product: product.clone(), tokens: tokens.clone(), rev: new_rev() };
         let attrs = to_attrs(serde_json::to_value(&stored).expect("product serializes"));
         let mut ops = vec![WriteOp::Put {
             table: Table::Catalog,
@@ -234,7 +237,7 @@ impl CatalogRepo {
             let Some(existing) = self.load(cas).await? else {
                 return Ok(false);
             };
-            let condition = Condition::AttrEquals("version".into(), json!(existing.version));
+            let condition = Condition::AttrEquals("rev".into(), json!(existing.rev));
             let mut ops = vec![WriteOp::Delete {
                 table: Table::Catalog,
                 pk: product_pk(cas),
@@ -322,6 +325,12 @@ fn is_first_match(item: &Item, prefix: &str) -> bool {
     let first =
         tokens.into_iter().flatten().filter_map(Value::as_str).filter(|t| t.starts_with(prefix)).min();
     first == Some(token)
+}
+
+fn new_rev() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("OS randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn index_sk(token: &str, cas: Cas) -> String {

@@ -462,3 +462,44 @@ async fn chained_rotations_do_not_exceed_the_key_cap() {
     let active = listed["items"].as_array().unwrap().iter().filter(|k| k["status"] == "active").count();
     assert!(active <= 11, "{active} active keys for a customer capped at 10");
 }
+
+/// Rotation copies role and tier and revocation locks others out, so a key
+/// may only rotate or revoke keys it could have issued itself: never a more
+/// powerful key of the same customer (that would mint an admin key).
+#[tokio::test]
+async fn a_lesser_key_cannot_rotate_or_revoke_a_more_powerful_one() {
+    let s = shared_mutable();
+    let api = s.api();
+    let admin = s.issue_key("esc-rot", "admin", "internal");
+    let partner = s.issue_key("esc-rot", "partner", "internal");
+    let low = s.issue_key("esc-rot", "customer", "internal");
+    let free = s.issue_key("esc-rot", "customer", "free");
+    let refused = "you may only manage keys of your own tier with your role or a lesser one";
+    for (actor, target) in [(&low, &admin), (&low, &partner), (&partner, &admin), (&free, &low)] {
+        let id = key_id(target);
+        let body = json!({"grace_period_seconds": 0});
+        api.post_json(&format!("/v1/keys/{id}/rotate"), actor, &body).await.assert_problem(403, "forbidden", None, refused);
+        api.delete(&format!("/v1/keys/{id}"), actor).await.assert_problem(403, "forbidden", None, refused);
+    }
+    for target in [&admin, &partner, &low] {
+        assert_eq!(api.get("/v1/products/50-78-2", target).await.status, 200, "target keys still work");
+    }
+    // Managing one's own level and below still works.
+    let rotated = api.post_json(&format!("/v1/keys/{}/rotate", key_id(&low)), &partner, &json!({})).await.json(201);
+    assert_eq!((rotated["role"].as_str(), rotated["tier"].as_str()), (Some("customer"), Some("internal")));
+    assert_eq!(api.delete(&format!("/v1/keys/{}", key_id(&partner)), &partner).await.status, 204);
+}
+
+/// A key issued with a lifetime keeps it when rotated.
+#[tokio::test]
+async fn rotation_keeps_the_key_lifetime() {
+    let s = shared_mutable();
+    let api = s.api();
+    let body = json!({"customer": "exp-rot", "expires_in_days": 1});
+    let issued = api.post_json("/v1/keys", s.admin(), &body).await.json(201);
+    let expires = issued["expires_at"].as_str().unwrap().to_string();
+    let key = issued["key"].as_str().unwrap().to_string();
+    let path = format!("/v1/keys/{}/rotate", key_id(&key));
+    let rotated = api.post_json(&path, &key, &json!({"grace_period_seconds": 0})).await.json(201);
+    assert_eq!(rotated["expires_at"].as_str(), Some(expires.as_str()));
+}

@@ -121,10 +121,7 @@ impl KeysService {
         } else {
             principal.tier
         });
-        // Self-service: own customer and tier, and a role with no permission
-        // the caller lacks (the same role, or a lesser one).
-        let lesser_role = role.permissions().iter().all(|p| principal.role.allows(*p));
-        if !admin && (customer != principal.customer || !lesser_role || tier != principal.tier) {
+        if !admin && (customer != principal.customer || !within_self_service(principal, role, tier)) {
             return Err(Problem::forbidden(
                 "you may only issue keys for your own customer and tier, with your role or a lesser one",
             ));
@@ -221,12 +218,27 @@ impl KeysService {
         let text = params.iter().find(|(n, _)| *n == "id").map(|(_, v)| v.as_str()).unwrap_or_default();
         let id = KeyId::parse(text).map_err(|m| Problem::validation("id", m))?;
         let record = self.keys.get(&id).await?.ok_or_else(no_key)?;
-        if principal.can(Permission::KeysAny) || record.customer == principal.customer {
-            Ok(record)
-        } else {
-            Err(no_key())
+        if principal.can(Permission::KeysAny) {
+            return Ok(record);
         }
+        if record.customer != principal.customer {
+            return Err(no_key());
+        }
+        // Rotation copies role and tier, and revocation can lock others out:
+        // self-service may only manage keys it could have issued itself.
+        if !within_self_service(principal, record.role, record.tier) {
+            return Err(Problem::forbidden(
+                "you may only manage keys of your own tier with your role or a lesser one",
+            ));
+        }
+        Ok(record)
     }
+}
+
+/// What self-service may issue or manage: the caller's tier, and a role
+/// with no permission the caller lacks (its own role or a lesser one).
+fn within_self_service(principal: &Principal, role: Role, tier: Tier) -> bool {
+    tier == principal.tier && role.permissions().iter().all(|p| principal.role.allows(*p))
 }
 
 fn no_key() -> Problem {

@@ -312,7 +312,8 @@ impl KeyRepo {
                 id: key.id().clone(),
                 hash: key.hash().to_hex(),
                 created_at: now,
-                expires_at: None,
+                // A key issued with a lifetime keeps it across rotations.
+                expires_at: old.expires_at,
                 revoked_at: None,
                 replaced_by: None,
                 rev: 1,

@@ -59,6 +59,8 @@ pub struct Gateway {
     stage: String,
     cache_ttl: Duration,
     cache: Mutex<HashMap<[u8; 32], (Instant, ApiGatewayCustomAuthorizerResponse)>>,
+    /// The host (and port) the gateway answers as: its `Host` header.
+    domain: String,
 }
 
 /// What the authorizer step decided.
@@ -79,7 +81,14 @@ impl Gateway {
             stage: stage.to_string(),
             cache_ttl,
             cache: Mutex::new(HashMap::new()),
+            domain: "localhost".into(),
         }
+    }
+
+    /// Sets the `host:port` the gateway is reached at (the events' `Host`).
+    pub fn with_domain(mut self, domain: &str) -> Self {
+        self.domain = domain.to_string();
+        self
     }
 
     pub async fn handle(
@@ -92,7 +101,7 @@ impl Gateway {
     ) -> GatewayResponse {
         let request_id = new_request_id();
         let (raw_path, query) = target.split_once('?').unwrap_or((target, ""));
-        let path = self.strip_stage(raw_path);
+        let path = self.resolve_path(method, raw_path);
         let mut response = match match_route(method.as_str(), path) {
             RouteMatch::NotFound => problem(Problem::not_found("no such resource"), &request_id),
             RouteMatch::MethodNotAllowed(allowed) => {
@@ -124,7 +133,12 @@ impl Gateway {
         response
     }
 
-    fn strip_stage<'a>(&self, path: &'a str) -> &'a str {
+    /// The route path: as given when it names a route, else without a
+    /// leading `/<stage>` (so a stage may be called `v1`, too).
+    fn resolve_path<'a>(&self, method: &Method, path: &'a str) -> &'a str {
+        if match_route(method.as_str(), path) != RouteMatch::NotFound {
+            return path;
+        }
         match path.strip_prefix('/').and_then(|p| p.strip_prefix(self.stage.as_str())) {
             Some(rest) if rest.starts_with('/') => rest,
             _ => path,
@@ -142,14 +156,15 @@ impl Gateway {
             }
         };
         let latency = started.elapsed().as_millis() as u64;
-        let event = proxy_event(&call, &self.stage, authorizer_response.as_ref(), latency);
+        let event = proxy_event(&call, &self.stage, &self.domain, authorizer_response.as_ref(), latency);
         self.invoke(call.route.function, event, call.request_id).await
     }
 
     async fn authorize(&self, call: &Call<'_>) -> Authorization {
         let Some(identity) = single_header(call.headers, API_KEY_HEADER) else {
             // API Gateway refuses a request without its identity source
-            // before calling the authorizer.
+            // before calling the authorizer; two keys are refused too, before
+            // the cache, so a cached answer for one never covers the other.
             return Authorization::Refused(Problem::unauthorized());
         };
         let method_arn = format!(
@@ -197,7 +212,7 @@ impl Gateway {
         call: &Call<'_>,
         method_arn: &str,
     ) -> Result<ApiGatewayCustomAuthorizerResponse, Problem> {
-        let event = authorizer_event(call, &self.stage, method_arn);
+        let event = authorizer_event(call, &self.stage, &self.domain, method_arn);
         let payload: ApiGatewayCustomAuthorizerRequestTypeRequest =
             serde_json::from_value(event).map_err(|_| Problem::internal())?;
         let context = lambda_context(call.request_id);
@@ -274,19 +289,37 @@ pub fn new_request_id() -> String {
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
+/// The header's value if it is present exactly once, non-empty and text.
 fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    let value = headers.get(name)?.to_str().ok()?;
+    let mut values = headers.get_all(name).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    let value = value.to_str().ok()?;
     (!value.is_empty()).then_some(value)
 }
 
-/// `headers` (last value wins) and `multiValueHeaders`, as API Gateway sends them.
-fn header_maps(headers: &HeaderMap) -> (Map<String, Value>, Map<String, Value>) {
+/// Headers API Gateway sets itself, replacing what the client sent.
+const GATEWAY_HEADERS: [&str; 4] = ["host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-port"];
+
+/// `headers` (last value wins) and `multiValueHeaders`, as API Gateway sends
+/// them: the client's headers, with `Host` and `X-Forwarded-*` set by the
+/// gateway (clients cannot forge them; lambda_http builds URIs from them).
+fn header_maps(call: &Call<'_>, domain: &str) -> (Map<String, Value>, Map<String, Value>) {
+    let port = domain.rsplit_once(':').map_or("80", |(_, p)| p);
+    let own = [
+        ("host", domain.to_string()),
+        ("x-forwarded-for", call.peer.ip().to_string()),
+        ("x-forwarded-proto", "http".to_string()),
+        ("x-forwarded-port", port.to_string()),
+    ];
+    let client = call.headers.iter().filter(|(n, _)| !GATEWAY_HEADERS.contains(&n.as_str()));
+    let client = client.filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())));
     let mut single = Map::new();
     let mut multi: Map<String, Value> = Map::new();
-    for (name, value) in headers {
-        let Ok(text) = value.to_str() else { continue };
-        single.insert(name.as_str().to_string(), json!(text));
-        let entry = multi.entry(name.as_str().to_string()).or_insert_with(|| json!([]));
+    for (name, text) in own.into_iter().map(|(n, v)| (n.to_string(), v)).chain(client) {
+        single.insert(name.clone(), json!(text));
+        let entry = multi.entry(name).or_insert_with(|| json!([]));
         if let Some(list) = entry.as_array_mut() {
             list.push(json!(text));
         }
@@ -323,8 +356,8 @@ fn path_parameters(call: &Call<'_>) -> Value {
 }
 
 /// The REST API REQUEST authorizer event.
-fn authorizer_event(call: &Call<'_>, stage: &str, method_arn: &str) -> Value {
-    let (headers, multi_headers) = header_maps(call.headers);
+fn authorizer_event(call: &Call<'_>, stage: &str, domain: &str, method_arn: &str) -> Value {
+    let (headers, multi_headers) = header_maps(call, domain);
     let (query, multi_query) = call.query.clone();
     json!({
         "type": "REQUEST",
@@ -356,10 +389,11 @@ fn authorizer_event(call: &Call<'_>, stage: &str, method_arn: &str) -> Value {
 fn proxy_event(
     call: &Call<'_>,
     stage: &str,
+    domain: &str,
     authorizer: Option<&ApiGatewayCustomAuthorizerResponse>,
     latency_ms: u64,
 ) -> Value {
-    let (headers, multi_headers) = header_maps(call.headers);
+    let (headers, multi_headers) = header_maps(call, domain);
     let (query, multi_query) = call.query.clone();
     let (body, base64) = match std::str::from_utf8(call.body) {
         _ if call.body.is_empty() => (Value::Null, false),
@@ -383,7 +417,7 @@ fn proxy_event(
         "protocol": "HTTP/1.1",
         "requestTime": now.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
         "requestTimeEpoch": now.timestamp_millis(),
-        "domainName": call.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost"),
+        "domainName": domain,
     });
     if let Some(auth) = authorizer {
         let mut fields = auth.context.as_object().cloned().unwrap_or_default();

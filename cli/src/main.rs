@@ -14,13 +14,13 @@ use pharmagate_cli::{import, seed, server};
 use pharmagate_shared::clock::now_secs;
 use pharmagate_shared::config::{Backend, Settings};
 use pharmagate_shared::domain::{Cas, CustomerId, KeyId, Role, Tier};
-use pharmagate_shared::repo::keys::NewKey;
+use pharmagate_shared::repo::keys::{NewKey, validate_label};
 
 #[derive(Parser)]
 #[command(
     name = "pharmagate",
     version,
-    about = "pharmagate: the API for the API catalog, run locally and administered"
+    about = "pharmagate: the secure API for an active-pharmaceutical-ingredient catalog, run locally and administered"
 )]
 struct Cli {
     /// Data directory of the embedded backend (database and master key).
@@ -142,6 +142,11 @@ async fn dev(backend: &Backend, host: &str, port: u16, stage: &str, cache_ttl: u
     if !valid_stage {
         return Err("--stage must be 1-32 characters of letters, digits and _".into());
     }
+    // Bind first: if the port is taken, fail before seeding, so the keys
+    // shown once are never printed by a run that cannot serve.
+    let listener = tokio::net::TcpListener::bind((host, port))
+        .await
+        .map_err(|e| format!("cannot listen on {host}:{port}: {e} (choose another with --port)"))?;
     let mut out = std::io::stdout();
     match seed::ensure_seeded(backend).await? {
         Some(keys) => {
@@ -158,9 +163,11 @@ async fn dev(backend: &Backend, host: &str, port: u16, stage: &str, cache_ttl: u
             "Using the existing data; keys were shown at first start (issue more with `pharmagate keys issue`)."
         )?,
     }
-    let listener = tokio::net::TcpListener::bind((host, port)).await?;
-    let gateway = Arc::new(Gateway::new(backend, stage, Duration::from_secs(cache_ttl)));
-    writeln!(out, "pharmagate listening on http://{}", listener.local_addr()?)?;
+    let address = listener.local_addr()?;
+    let gateway =
+        Gateway::new(backend, stage, Duration::from_secs(cache_ttl)).with_domain(&address.to_string());
+    let gateway = Arc::new(gateway);
+    writeln!(out, "pharmagate listening on http://{address}")?;
     out.flush()?;
     server::serve(listener, gateway, shutdown_signal()).await?;
     writeln!(out, "pharmagate stopped")?;
@@ -188,7 +195,7 @@ async fn keys(backend: &Backend, cmd: KeysCommand) -> Result<(), Failure> {
                 customer: CustomerId::parse(&customer).map_err(|e| format!("--customer: {e}"))?,
                 role: role.parse::<Role>().map_err(|e| format!("--role: {e}"))?,
                 tier: tier.parse::<Tier>().map_err(|e| format!("--tier: {e}"))?,
-                label,
+                label: label.map(|l| validate_label(&l)).transpose().map_err(|e| format!("--label: {e}"))?,
                 expires_at,
             };
             let (key, record) = repo.issue(new, None).await?;
@@ -258,7 +265,11 @@ async fn entitlements(backend: &Backend, cmd: EntitlementsCommand) -> Result<(),
     let cas_of = |c: &str| Cas::parse(c).map_err(|e| format!("--cas: {e}"));
     match cmd {
         EntitlementsCommand::Grant { customer, cas } => {
-            repo.grant(&customer_of(&customer)?, cas_of(&cas)?).await?
+            let cas = cas_of(&cas)?;
+            if backend.catalog().get(cas).await?.is_none() {
+                eprintln!("note: {cas} is not in the catalog (yet); the entitlement applies once it is");
+            }
+            repo.grant(&customer_of(&customer)?, cas).await?;
         }
         EntitlementsCommand::Revoke { customer, cas } => {
             repo.revoke(&customer_of(&customer)?, cas_of(&cas)?).await?

@@ -235,6 +235,10 @@ pub fn json_body<T: DeserializeOwned>(req: &Request, max_bytes: usize) -> Result
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|_| Problem::bad_request("malformed-body", "body is not UTF-8"))?;
+    // serde would also read a struct from a JSON array; only objects are ours.
+    if !text.trim_start().starts_with('{') {
+        return Err(Problem::bad_request("malformed-body", "the body must be a JSON object"));
+    }
     serde_json::from_str(text).map_err(|e| Problem::bad_request("malformed-body", describe_json_error(&e)))
 }
 
@@ -295,8 +299,9 @@ pub fn page_limit(params: &HashMap<String, String>, default: usize, max: usize) 
     let Some(text) = params.get("limit") else {
         return Ok(default);
     };
+    let digits = !text.is_empty() && text.len() <= 4 && text.bytes().all(|b| b.is_ascii_digit());
     match text.parse::<usize>() {
-        Ok(n) if (1..=max).contains(&n) && text.len() <= 4 => Ok(n),
+        Ok(n) if digits && (1..=max).contains(&n) => Ok(n),
         _ => Err(Problem::validation("limit", format!("must be an integer from 1 to {max}"))),
     }
 }

@@ -20,9 +20,11 @@ pub fn init_json() {
 
 /// Human-readable logs on stderr for the local gateway and the CLI.
 pub fn init_pretty() {
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter())
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

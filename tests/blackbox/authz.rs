@@ -478,14 +478,20 @@ async fn a_lesser_key_cannot_rotate_or_revoke_a_more_powerful_one() {
     for (actor, target) in [(&low, &admin), (&low, &partner), (&partner, &admin), (&free, &low)] {
         let id = key_id(target);
         let body = json!({"grace_period_seconds": 0});
-        api.post_json(&format!("/v1/keys/{id}/rotate"), actor, &body).await.assert_problem(403, "forbidden", None, refused);
+        api.post_json(&format!("/v1/keys/{id}/rotate"), actor, &body).await.assert_problem(
+            403,
+            "forbidden",
+            None,
+            refused,
+        );
         api.delete(&format!("/v1/keys/{id}"), actor).await.assert_problem(403, "forbidden", None, refused);
     }
     for target in [&admin, &partner, &low] {
         assert_eq!(api.get("/v1/products/50-78-2", target).await.status, 200, "target keys still work");
     }
     // Managing one's own level and below still works.
-    let rotated = api.post_json(&format!("/v1/keys/{}/rotate", key_id(&low)), &partner, &json!({})).await.json(201);
+    let rotated =
+        api.post_json(&format!("/v1/keys/{}/rotate", key_id(&low)), &partner, &json!({})).await.json(201);
     assert_eq!((rotated["role"].as_str(), rotated["tier"].as_str()), (Some("customer"), Some("internal")));
     assert_eq!(api.delete(&format!("/v1/keys/{}", key_id(&partner)), &partner).await.status, 204);
 }

@@ -7,6 +7,7 @@ mod authn;
 mod authorizer_cache;
 mod authz;
 mod catalog;
+mod hardening;
 mod import;
 mod keys_api;
 mod lifecycle;

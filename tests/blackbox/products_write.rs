@@ -183,7 +183,7 @@ async fn put_validates_path_type_size_and_body() {
     // Malformed bodies.
     for (body, start) in [
         (b"{bad".to_vec(), "invalid JSON body: "),
-        (b"[]".to_vec(), "invalid JSON body: "),
+        (b"[]".to_vec(), "the body must be a JSON object"),
         (br#"{"name": "x"}"#.to_vec(), "invalid JSON body: missing field"),
         (
             br#"{"name":"x","molecular_formula":"C","molecular_weight":1,"price":3}"#.to_vec(),

@@ -16,7 +16,7 @@ use pharmagate_shared::config::Backend;
 use pharmagate_shared::cursor;
 use pharmagate_shared::domain::{ApiKey, CustomerId, KeyId, Permission, Principal, Role, Tier};
 use pharmagate_shared::http::{self as api, Problem};
-use pharmagate_shared::repo::keys::{IssueError, NewKey, RotateError};
+use pharmagate_shared::repo::keys::{IssueError, NewKey, RotateError, validate_label};
 use pharmagate_shared::repo::{KeyRecord, KeyRepo};
 use pharmagate_shared::routes::{Function, Params, RouteMatch, match_route};
 use serde::Deserialize;
@@ -28,7 +28,6 @@ pub const MAX_PAGE: usize = 100;
 pub const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
 pub const MAX_GRACE_SECS: i64 = 30 * 24 * 3600;
 pub const MAX_LIFETIME_DAYS: i64 = 3650;
-const MAX_LABEL_CHARS: usize = 100;
 
 pub struct KeysService {
     keys: KeyRepo,
@@ -253,8 +252,7 @@ fn parse_opt<T: std::str::FromStr<Err = String>>(
 }
 
 fn clean_label(text: &str) -> Result<String, Problem> {
-    pharmagate_shared::domain::product::clean_text("label", text, MAX_LABEL_CHARS)
-        .map_err(|e| Problem::validation(e.field, e.message))
+    validate_label(text).map_err(|m| Problem::validation("label", m))
 }
 
 /// A key as the API shows it: never the secret or its hash.

@@ -71,6 +71,13 @@ impl KeyRecord {
     }
 }
 
+pub const MAX_LABEL_CHARS: usize = 100;
+
+/// A key's label: trimmed, 1-100 characters, no control characters.
+pub fn validate_label(text: &str) -> Result<String, String> {
+    crate::domain::product::clean_text("label", text, MAX_LABEL_CHARS).map_err(|e| e.message)
+}
+
 /// What to issue.
 #[derive(Debug, Clone)]
 pub struct NewKey {

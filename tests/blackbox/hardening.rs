@@ -1,0 +1,111 @@
+//! Faults found by attacking a running server, each kept as a test: forged
+//! gateway headers, repeated keys against the authorizer cache, a stage named
+//! like a path segment, odd numbers and bodies, the admin CLI's input, and a
+//! busy port at first start.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+/// Sends raw HTTP/1.1 (headers a client library would refuse to send) and
+/// returns the status code.
+fn raw_status(base: &str, request: &str) -> u16 {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap_or_else(|| panic!("no status in {response:?}"));
+    status.parse().unwrap()
+}
+
+#[tokio::test]
+async fn forged_host_and_forwarding_headers_are_replaced_by_the_gateway() {
+    let s = shared_readonly();
+    for header in
+        ["Host: bad host", "Host: a:b:c", "Host: [", "X-Forwarded-Proto: ht tp", "X-Forwarded-Port: x"]
+    {
+        let with_key = format!(
+            "GET /v1/products/50-78-2 HTTP/1.1\r\n{header}\r\nx-api-key: {}\r\nConnection: close\r\n\r\n",
+            s.demo()
+        );
+        let extra_host = if header.starts_with("Host") { "" } else { "Host: localhost\r\n" };
+        let request = with_key.replacen("\r\n", &format!("\r\n{extra_host}"), 1);
+        assert_eq!(raw_status(&s.base, &request), 200, "{header}");
+    }
+}
+
+#[tokio::test]
+async fn two_keys_are_refused_even_when_the_first_is_cached() {
+    let server = Server::start_with(Opts { extra_args: vec!["--authorizer-cache-ttl".into(), "300".into()] });
+    let api = server.api();
+    let demo = server.demo().to_string();
+    assert_eq!(api.get("/v1/products/50-78-2", demo.as_str()).await.status, 200);
+    let client = reqwest::Client::new();
+    for second in ["garbage", demo.as_str()] {
+        let r = client
+            .get(format!("{}/v1/products/50-78-2", server.base))
+            .header("x-api-key", &demo)
+            .header("x-api-key", second)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "second key {second:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_stage_named_v1_keeps_both_url_forms_working() {
+    let server = Server::start_with(Opts { extra_args: vec!["--stage".into(), "v1".into()] });
+    let api = server.api();
+    for path in ["/v1/products/50-78-2", "/v1/v1/products/50-78-2"] {
+        let body = api.get(path, server.demo()).await.json(200);
+        assert_eq!(body["cas"], "50-78-2", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn limits_are_plain_digits_and_bodies_are_json_objects() {
+    let s = shared_readonly();
+    let api = s.api();
+    for limit in ["%2B5", "+5", "5.0", "0x5", "%205"] {
+        let r = api.get(&format!("/v1/products?limit={limit}"), s.demo()).await;
+        r.assert_problem(400, "validation", Some("limit"), "must be an integer from 1 to 100");
+    }
+    let array = json!([null, "Seq form product", [], "H2O", 18.01, null, null, null, null]);
+    let r = api.put_json("/v1/products/7732-18-5", s.admin(), &array).await;
+    r.assert_problem(400, "malformed-body", None, "the body must be a JSON object");
+}
+
+#[test]
+fn the_admin_cli_validates_labels_like_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    for label in ["a\u{7}b", &"x".repeat(101), "   "] {
+        let out = cli(dir.path(), &["keys", "issue", "--customer", "acme", "--label", label]);
+        assert_eq!(out.status.code(), Some(1), "{label:?}");
+        assert!(out.stdout.is_empty(), "no key printed for {label:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--label: "), "{label:?}");
+    }
+}
+
+#[test]
+fn a_busy_port_fails_before_seeding_so_no_shown_once_key_is_lost() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(BIN).arg("--data-dir").arg(&data).args(["dev", "--port", &port]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("key:"), "no keys printed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{stderr}");
+    assert!(stderr.contains("choose another with --port"), "{stderr}");
+    // The next start on a free port seeds and shows the keys.
+    drop(busy);
+    let server = Server::restart_on(&data);
+    assert!(server.admin_key.is_some() && server.demo_key.is_some());
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run): formatting, lints, every test.
-# Needs only the Rust toolchain; it installs anything else it uses.
+# Needs only the Rust toolchain (later issues add the tools their tests need
+# here, installed by this script).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

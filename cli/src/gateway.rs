@@ -357,32 +357,24 @@ fn path_parameters(call: &Call<'_>) -> Value {
 
 /// The REST API REQUEST authorizer event.
 fn authorizer_event(call: &Call<'_>, stage: &str, domain: &str, method_arn: &str) -> Value {
-    let (headers, multi_headers) = header_maps(call, domain);
-    let (query, multi_query) = call.query.clone();
-    json!({
-        "type": "REQUEST",
-        "methodArn": method_arn,
-        "resource": call.route.path,
-        "path": call.path,
-        "httpMethod": call.method.as_str(),
-        "headers": headers,
-        "multiValueHeaders": multi_headers,
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": multi_query,
-        "pathParameters": path_parameters(call),
-        "stageVariables": null,
-        "requestContext": {
-            "path": format!("/{stage}{}", call.path),
-            "accountId": ACCOUNT,
-            "resourceId": "local",
-            "stage": stage,
-            "requestId": call.request_id,
-            "identity": { "sourceIp": call.peer.ip().to_string() },
-            "resourcePath": call.route.path,
-            "httpMethod": call.method.as_str(),
-            "apiId": API_ID,
-        },
-    })
+    let mut event = request_part(call, domain);
+    event.insert("type".into(), json!("REQUEST"));
+    event.insert("methodArn".into(), json!(method_arn));
+    event.insert(
+        "requestContext".into(),
+        json!({
+                "path": format!("/{stage}{}", call.path),
+                "accountId": ACCOUNT,
+                "resourceId": "local",
+                "stage": stage,
+                "requestId": call.request_id,
+                "identity": { "sourceIp": call.peer.ip().to_string() },
+                "resourcePath": call.route.path,
+                "httpMethod": call.method.as_str(),
+                "apiId": API_ID,
+        }),
+    );
+    Value::Object(event)
 }
 
 /// The REST API proxy (v1) integration event.
@@ -393,8 +385,6 @@ fn proxy_event(
     authorizer: Option<&ApiGatewayCustomAuthorizerResponse>,
     latency_ms: u64,
 ) -> Value {
-    let (headers, multi_headers) = header_maps(call, domain);
-    let (query, multi_query) = call.query.clone();
     let (body, base64) = match std::str::from_utf8(call.body) {
         _ if call.body.is_empty() => (Value::Null, false),
         Ok(text) => (json!(text), false),
@@ -425,7 +415,18 @@ fn proxy_event(
         fields.insert("integrationLatency".into(), json!(latency_ms));
         context["authorizer"] = Value::Object(fields);
     }
-    json!({
+    let mut event = request_part(call, domain);
+    event.insert("requestContext".into(), context);
+    event.insert("body".into(), body);
+    event.insert("isBase64Encoded".into(), json!(base64));
+    Value::Object(event)
+}
+
+/// The fields both REST events share: the request as the client sent it.
+fn request_part(call: &Call<'_>, domain: &str) -> Map<String, Value> {
+    let (headers, multi_headers) = header_maps(call, domain);
+    let (query, multi_query) = call.query.clone();
+    let part = json!({
         "resource": call.route.path,
         "path": call.path,
         "httpMethod": call.method.as_str(),
@@ -435,10 +436,11 @@ fn proxy_event(
         "multiValueQueryStringParameters": multi_query,
         "pathParameters": path_parameters(call),
         "stageVariables": null,
-        "requestContext": context,
-        "body": body,
-        "isBase64Encoded": base64,
-    })
+    });
+    match part {
+        Value::Object(map) => map,
+        _ => unreachable!("a JSON object literal"),
+    }
 }
 
 fn proxy_response(response: ApiGatewayProxyResponse) -> GatewayResponse {

@@ -169,6 +169,41 @@ pub fn empty_response(status: StatusCode) -> Response<Body> {
     response
 }
 
+/// One log line per request, written when the function answers.
+pub struct RequestLog {
+    started: std::time::Instant,
+    request_id: Option<String>,
+    method: String,
+    path: String,
+}
+
+impl RequestLog {
+    pub fn start(req: &Request) -> Self {
+        RequestLog {
+            started: std::time::Instant::now(),
+            request_id: request_id(req),
+            method: req.method().to_string(),
+            path: route_path(req),
+        }
+    }
+
+    /// Turns a router's outcome into the response (a problem carries the
+    /// request id) and logs it.
+    pub fn finish(self, function: &'static str, outcome: Result<Response<Body>, Problem>) -> Response<Body> {
+        let response = outcome.unwrap_or_else(|p| p.to_response(self.request_id.as_deref()));
+        tracing::info!(
+            function,
+            request_id = self.request_id.as_deref().unwrap_or("-"),
+            method = %self.method,
+            path = %self.path,
+            status = response.status().as_u16(),
+            latency_us = self.started.elapsed().as_micros() as u64,
+            "request"
+        );
+        response
+    }
+}
+
 /// The gateway's request id, for logs and problem bodies.
 pub fn request_id(req: &Request) -> Option<String> {
     match req.request_context_ref() {

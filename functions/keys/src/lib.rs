@@ -7,7 +7,6 @@
 //! key ids cannot be probed.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use http::{StatusCode, header};
 use lambda_http::{Body, Request, Response};
@@ -65,18 +64,9 @@ impl KeysService {
 
     /// The Lambda handler. Never fails: every error is a problem response.
     pub async fn handle(&self, req: Request) -> Result<Response<Body>, std::convert::Infallible> {
-        let started = Instant::now();
-        let request_id = api::request_id(&req);
-        let response = self.route(&req).await.unwrap_or_else(|p| p.to_response(request_id.as_deref()));
-        tracing::info!(
-            request_id = request_id.as_deref().unwrap_or("-"),
-            method = %req.method(),
-            path = %api::route_path(&req),
-            status = response.status().as_u16(),
-            latency_us = started.elapsed().as_micros() as u64,
-            "keys request"
-        );
-        Ok(response)
+        let log = api::RequestLog::start(&req);
+        let outcome = self.route(&req).await;
+        Ok(log.finish("keys", outcome))
     }
 
     async fn route(&self, req: &Request) -> Outcome {

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::domain::{CustomerId, Principal, Role, Tier};
 use crate::repo::RepoError;
+use crate::routes::{Access, Function, Params, Route, RouteMatch, match_route};
 
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:pharmagate:problem:";
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
@@ -233,6 +234,41 @@ pub fn route_path(req: &Request) -> String {
         return rest.to_string();
     }
     raw.to_string()
+}
+
+/// A request matched to one of a function's routes.
+pub struct Routed {
+    pub route: &'static Route,
+    pub params: Params,
+    pub query: HashMap<String, String>,
+    /// Present on every protected route; `None` on public ones.
+    pub principal: Option<Principal>,
+}
+
+/// The one entry check of every function: the request must name one of
+/// `function`'s routes (404, or 405 with `Allow`); on a protected route the
+/// authorizer's principal must be present (401) and allowed (403) — checked
+/// again here, never trusted from the gateway alone; and the query string
+/// must hold only the route's parameters (400).
+pub fn route_request(req: &Request, function: Function) -> Result<Routed, Problem> {
+    let path = route_path(req);
+    let (route, params) = match match_route(req.method().as_str(), &path) {
+        RouteMatch::Found(route, params) if route.function == function => (route, params),
+        RouteMatch::MethodNotAllowed(allowed) => return Err(Problem::method_not_allowed(&allowed)),
+        _ => return Err(Problem::not_found("no such resource")),
+    };
+    let principal = match route.access {
+        Access::Public => None,
+        Access::AnyOf(_) => {
+            let principal = principal(req)?;
+            if !route.allows(&principal) {
+                return Err(Problem::forbidden("your role does not allow this operation"));
+            }
+            Some(principal)
+        }
+    };
+    let query = query_params(req, route.query)?;
+    Ok(Routed { route, params, query, principal })
 }
 
 /// The principal the authorizer described in `requestContext.authorizer`.

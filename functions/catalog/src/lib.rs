@@ -16,7 +16,7 @@ use pharmagate_shared::domain::{Cas, Permission, Principal, ProductDraft};
 use pharmagate_shared::http::{self as api, Problem};
 use pharmagate_shared::repo::catalog::{MAX_TOKEN_CHARS, PutOutcome, Search};
 use pharmagate_shared::repo::{CatalogRepo, CustomerRepo};
-use pharmagate_shared::routes::{Function, Params, RouteMatch, match_route};
+use pharmagate_shared::routes::{Function, Params};
 use serde_json::json;
 
 /// Largest accepted `PUT /v1/products/{cas}` body.
@@ -44,20 +44,11 @@ impl CatalogService {
     }
 
     async fn route(&self, req: &Request) -> Outcome {
-        let path = api::route_path(req);
-        let (route, params) = match match_route(req.method().as_str(), &path) {
-            RouteMatch::Found(route, params) if route.function == Function::Catalog => (route, params),
-            RouteMatch::MethodNotAllowed(allowed) => return Err(Problem::method_not_allowed(&allowed)),
-            _ => return Err(Problem::not_found("no such resource")),
-        };
-        let query = api::query_params(req, route.query)?;
-        if route.path == "/health" {
+        let api::Routed { route, params, query, principal } = api::route_request(req, Function::Catalog)?;
+        let Some(principal) = principal else {
+            // The only public route.
             return Ok(api::json_response(StatusCode::OK, &json!({ "status": "ok" })));
-        }
-        let principal = api::principal(req)?;
-        if !route.allows(&principal) {
-            return Err(Problem::forbidden("your role does not allow this operation"));
-        }
+        };
         match (route.method, route.path) {
             ("GET", "/v1/products") => self.search(&query).await,
             ("GET", "/v1/products/{cas}") => self.get(&params).await,

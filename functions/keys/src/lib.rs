@@ -17,7 +17,7 @@ use pharmagate_shared::domain::{ApiKey, CustomerId, KeyId, Permission, Principal
 use pharmagate_shared::http::{self as api, Problem};
 use pharmagate_shared::repo::keys::{IssueError, NewKey, RotateError, validate_label};
 use pharmagate_shared::repo::{KeyRecord, KeyRepo};
-use pharmagate_shared::routes::{Function, Params, RouteMatch, match_route};
+use pharmagate_shared::routes::{Function, Params};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -70,17 +70,8 @@ impl KeysService {
     }
 
     async fn route(&self, req: &Request) -> Outcome {
-        let path = api::route_path(req);
-        let (route, params) = match match_route(req.method().as_str(), &path) {
-            RouteMatch::Found(route, params) if route.function == Function::Keys => (route, params),
-            RouteMatch::MethodNotAllowed(allowed) => return Err(Problem::method_not_allowed(&allowed)),
-            _ => return Err(Problem::not_found("no such resource")),
-        };
-        let principal = api::principal(req)?;
-        if !route.allows(&principal) {
-            return Err(Problem::forbidden("your role does not allow this operation"));
-        }
-        let query = api::query_params(req, route.query)?;
+        let api::Routed { route, params, query, principal } = api::route_request(req, Function::Keys)?;
+        let principal = principal.ok_or_else(Problem::unauthorized)?;
         match (route.method, route.path) {
             ("POST", "/v1/keys") => self.issue(req, &principal).await,
             ("GET", "/v1/keys") => self.list(&query, &principal).await,

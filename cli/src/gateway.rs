@@ -34,10 +34,12 @@ use pharmagate_authorizer::{API_KEY_HEADER, Authorizer, UNAUTHORIZED};
 use pharmagate_catalog::CatalogService;
 use pharmagate_keys::KeysService;
 use pharmagate_shared::config::Backend;
-use pharmagate_shared::http::{Problem, apply_security_headers};
+use pharmagate_shared::http::Problem;
 use pharmagate_shared::routes::{Access, Function, Route, RouteMatch, match_route};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// API Gateway's payload limit.
 pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
@@ -61,6 +63,8 @@ pub struct Gateway {
     cache: Mutex<HashMap<[u8; 32], (Instant, ApiGatewayCustomAuthorizerResponse)>>,
     /// The host (and port) the gateway answers as: its `Host` header.
     domain: String,
+    /// How long a client may take to send its body (then 408).
+    body_timeout: Duration,
 }
 
 /// What the authorizer step decided.
@@ -82,7 +86,17 @@ impl Gateway {
             cache_ttl,
             cache: Mutex::new(HashMap::new()),
             domain: "localhost".into(),
+            body_timeout: DEFAULT_BODY_TIMEOUT,
         }
+    }
+
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        self.body_timeout
     }
 
     /// Sets the `host:port` the gateway is reached at (the events' `Host`).
@@ -462,9 +476,15 @@ fn proxy_response(response: ApiGatewayProxyResponse) -> GatewayResponse {
 
 /// A response the gateway makes itself (gateway responses in AWS terms).
 fn problem(problem: Problem, request_id: &str) -> GatewayResponse {
-    let response = problem.to_response(Some(request_id));
-    let (parts, body) = response.into_parts();
-    let mut headers = parts.headers;
-    apply_security_headers(&mut headers);
-    GatewayResponse { status: parts.status, headers, body: body.to_vec() }
+    let (parts, body) = problem.to_response(Some(request_id)).into_parts();
+    GatewayResponse { status: parts.status, headers: parts.headers, body: body.to_vec() }
+}
+
+/// A refusal made before a request reaches `Gateway::handle` (body too large
+/// or too slow, a failed function), with its own request id.
+pub fn refusal(problem: Problem) -> GatewayResponse {
+    let request_id = new_request_id();
+    let mut response = self::problem(problem, &request_id);
+    response.headers.insert("x-amzn-requestid", HeaderValue::from_str(&request_id).expect("hex id"));
+    response
 }

@@ -14,7 +14,7 @@ use pharmagate_cli::{import, seed, server};
 use pharmagate_shared::clock::now_secs;
 use pharmagate_shared::config::{Backend, Settings};
 use pharmagate_shared::domain::{Cas, CustomerId, KeyId, Role, Tier};
-use pharmagate_shared::repo::keys::{NewKey, validate_label};
+use pharmagate_shared::repo::keys::{NewKey, expiry_after_days, validate_label};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +45,9 @@ enum Command {
         /// Seconds the gateway caches an authorizer answer per key (0: off).
         #[arg(long, default_value_t = 0)]
         authorizer_cache_ttl: u64,
+        /// Seconds a client may take to send a request body (then 408).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        body_timeout: u64,
     },
     /// Issue, revoke and list API keys.
     #[command(subcommand)]
@@ -125,8 +128,9 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let backend = Backend::embedded(&cli.data_dir, Settings::from_env()?)?;
     match cli.command {
-        Command::Dev { host, port, stage, authorizer_cache_ttl } => {
-            dev(&backend, &host, port, &stage, authorizer_cache_ttl).await?;
+        Command::Dev { host, port, stage, authorizer_cache_ttl, body_timeout } => {
+            let timeouts = (Duration::from_secs(authorizer_cache_ttl), Duration::from_secs(body_timeout));
+            dev(&backend, &host, port, &stage, timeouts).await?;
         }
         Command::Keys(cmd) => keys(&backend, cmd).await?,
         Command::Catalog(CatalogCommand::Import { file }) => return catalog_import(&backend, &file).await,
@@ -135,7 +139,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn dev(backend: &Backend, host: &str, port: u16, stage: &str, cache_ttl: u64) -> Result<(), Failure> {
+/// `timeouts`: the authorizer cache TTL and the request-body timeout.
+async fn dev(
+    backend: &Backend,
+    host: &str,
+    port: u16,
+    stage: &str,
+    timeouts: (Duration, Duration),
+) -> Result<(), Failure> {
     let valid_stage = !stage.is_empty()
         && stage.len() <= 32
         && stage.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -164,8 +175,9 @@ async fn dev(backend: &Backend, host: &str, port: u16, stage: &str, cache_ttl: u
         )?,
     }
     let address = listener.local_addr()?;
-    let gateway =
-        Gateway::new(backend, stage, Duration::from_secs(cache_ttl)).with_domain(&address.to_string());
+    let gateway = Gateway::new(backend, stage, timeouts.0)
+        .with_domain(&address.to_string())
+        .with_body_timeout(timeouts.1);
     let gateway = Arc::new(gateway);
     writeln!(out, "pharmagate listening on http://{address}")?;
     out.flush()?;
@@ -186,11 +198,8 @@ async fn keys(backend: &Backend, cmd: KeysCommand) -> Result<(), Failure> {
     let repo = backend.keys();
     match cmd {
         KeysCommand::Issue { customer, role, tier, label, expires_in_days } => {
-            let expires_at = match expires_in_days {
-                Some(d) if (1..=3650).contains(&d) => Some(now_secs() + d * 86_400),
-                Some(_) => return Err("--expires-in-days must be 1 to 3650".into()),
-                None => None,
-            };
+            let expires_at = expires_in_days.map(expiry_after_days).transpose();
+            let expires_at = expires_at.map_err(|e| format!("--expires-in-days: {e}"))?;
             let new = NewKey {
                 customer: CustomerId::parse(&customer).map_err(|e| format!("--customer: {e}"))?,
                 role: role.parse::<Role>().map_err(|e| format!("--role: {e}"))?,

@@ -8,11 +8,11 @@ use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use pharmagate_shared::http::Problem;
 use tokio::net::TcpListener;
 
-use crate::gateway::{Gateway, MAX_REQUEST_BYTES, new_request_id};
+use crate::gateway::{Gateway, GatewayResponse, MAX_REQUEST_BYTES, refusal};
 
 /// Serves `gateway` on `listener` until `shutdown` completes; in-flight
 /// requests finish first.
@@ -34,10 +34,11 @@ async fn handle(
 ) -> Response {
     let (parts, body) = req.into_parts();
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
-    let bytes = match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, MAX_REQUEST_BYTES)).await {
+    let read = tokio::time::timeout(gateway.body_timeout(), to_bytes(body, MAX_REQUEST_BYTES)).await;
+    let bytes = match read {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => return gateway_problem(Problem::payload_too_large(MAX_REQUEST_BYTES)),
-        Err(_) => return gateway_problem(request_timeout()),
+        Ok(Err(_)) => return to_http(refusal(Problem::payload_too_large(MAX_REQUEST_BYTES))),
+        Err(_) => return to_http(refusal(request_timeout(gateway.body_timeout()))),
     };
     // A panic in a function must not take the connection down with it:
     // like a failed Lambda invocation, it is a 502 from the gateway.
@@ -45,38 +46,25 @@ async fn handle(
         tokio::spawn(
             async move { gateway.handle(&parts.method, &target, &parts.headers, &bytes, peer).await },
         );
-    let out = match call.await {
-        Ok(out) => out,
-        Err(_) => return gateway_problem(bad_gateway()),
-    };
+    match call.await {
+        Ok(out) => to_http(out),
+        Err(_) => to_http(refusal(bad_gateway())),
+    }
+}
+
+fn to_http(out: GatewayResponse) -> Response {
     let mut response = Response::new(Body::from(out.body));
     *response.status_mut() = out.status;
     *response.headers_mut() = out.headers;
     response
 }
 
-/// How long a client may take to send its body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn request_timeout() -> Problem {
+fn request_timeout(limit: Duration) -> Problem {
     Problem::new(StatusCode::REQUEST_TIMEOUT, "request-timeout", "Request timeout")
-        .detail(format!("the request body did not arrive within {} seconds", BODY_TIMEOUT.as_secs()))
+        .detail(format!("the request body did not arrive within {} seconds", limit.as_secs()))
 }
 
 fn bad_gateway() -> Problem {
     Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway")
         .detail("the function failed to answer")
-}
-
-/// A problem the HTTP layer answers itself, with a fresh request id.
-fn gateway_problem(problem: Problem) -> Response {
-    let request_id = new_request_id();
-    let (parts, body) = problem.to_response(Some(&request_id)).into_parts();
-    let mut response = Response::new(Body::from(body.to_vec()));
-    *response.status_mut() = parts.status;
-    *response.headers_mut() = parts.headers;
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-amzn-requestid", value);
-    }
-    response
 }

@@ -109,3 +109,24 @@ fn a_busy_port_fails_before_seeding_so_no_shown_once_key_is_lost() {
     let server = Server::restart_on(&data);
     assert!(server.admin_key.is_some() && server.demo_key.is_some());
 }
+
+#[test]
+fn a_body_that_never_arrives_gets_408_instead_of_holding_the_connection() {
+    let server = Server::start_with(Opts { extra_args: vec!["--body-timeout".into(), "1".into()] });
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "PUT /v1/products/50-78-2 HTTP/1.1\r\nHost: localhost\r\nx-api-key: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+        server.admin()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).unwrap();
+    let response = String::from_utf8_lossy(&buf[..n]);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("application/problem+json"), "{response}");
+    assert!(response.contains("the request body did not arrive within 1 seconds"), "{response}");
+    assert!(response.to_lowercase().contains("x-amzn-requestid"), "{response}");
+}

@@ -107,7 +107,7 @@ impl Authorizer {
         let Some(record) = record else {
             return Err(deny("unknown_key"));
         };
-        if !pharmagate_shared::domain::KeyHash::from_hex(&record.hash).is_some_and(|h| h.matches(&hash)) {
+        if !record.matches(&hash) {
             return Err(deny("wrong_secret"));
         }
         match record.status(now_secs()) {

@@ -15,7 +15,7 @@ use pharmagate_shared::config::Backend;
 use pharmagate_shared::cursor;
 use pharmagate_shared::domain::{ApiKey, CustomerId, KeyId, Permission, Principal, Role, Tier};
 use pharmagate_shared::http::{self as api, Problem};
-use pharmagate_shared::repo::keys::{IssueError, NewKey, RotateError, validate_label};
+use pharmagate_shared::repo::keys::{IssueError, NewKey, RotateError, expiry_after_days, validate_label};
 use pharmagate_shared::repo::{KeyRecord, KeyRepo};
 use pharmagate_shared::routes::{Function, Params};
 use serde::Deserialize;
@@ -26,7 +26,6 @@ pub const DEFAULT_PAGE: usize = 20;
 pub const MAX_PAGE: usize = 100;
 pub const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
 pub const MAX_GRACE_SECS: i64 = 30 * 24 * 3600;
-pub const MAX_LIFETIME_DAYS: i64 = 3650;
 
 pub struct KeysService {
     keys: KeyRepo,
@@ -107,16 +106,8 @@ impl KeysService {
             ));
         }
         let label = body.label.as_deref().map(clean_label).transpose()?;
-        let expires_at = match body.expires_in_days {
-            Some(d) if (1..=MAX_LIFETIME_DAYS).contains(&d) => Some(now_secs() + d * 86_400),
-            Some(_) => {
-                return Err(Problem::validation(
-                    "expires_in_days",
-                    format!("must be 1 to {MAX_LIFETIME_DAYS}"),
-                ));
-            }
-            None => None,
-        };
+        let expires_at = body.expires_in_days.map(expiry_after_days).transpose();
+        let expires_at = expires_at.map_err(|m| Problem::validation("expires_in_days", m))?;
         let cap = (!admin).then_some(self.max_keys_per_customer);
         let new = NewKey { customer, role, tier, label, expires_at };
         let (key, record) = self.keys.issue(new, cap).await.map_err(|e| match e {

@@ -65,13 +65,23 @@ impl KeyRecord {
         }
     }
 
-    /// Whether `key` is this record's key (constant-time hash comparison).
-    pub fn matches(&self, key: &ApiKey) -> bool {
-        KeyHash::from_hex(&self.hash).is_some_and(|h| h.matches(&key.hash()))
+    /// Whether `hash` (of a presented key) is this record's (constant time).
+    pub fn matches(&self, hash: &KeyHash) -> bool {
+        KeyHash::from_hex(&self.hash).is_some_and(|h| h.matches(hash))
     }
 }
 
 pub const MAX_LABEL_CHARS: usize = 100;
+pub const MAX_LIFETIME_DAYS: i64 = 3650;
+
+/// The expiry time of a key issued now to live `days` days (1-3650).
+pub fn expiry_after_days(days: i64) -> Result<i64, String> {
+    if (1..=MAX_LIFETIME_DAYS).contains(&days) {
+        Ok(now_secs() + days * 86_400)
+    } else {
+        Err(format!("must be 1 to {MAX_LIFETIME_DAYS}"))
+    }
+}
 
 /// A key's label: trimmed, 1-100 characters, no control characters.
 pub fn validate_label(text: &str) -> Result<String, String> {

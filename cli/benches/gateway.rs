@@ -11,7 +11,8 @@ use http::{HeaderMap, HeaderValue, Method};
 use pharmagate_authorizer::Authorizer;
 use pharmagate_cli::gateway::Gateway;
 use pharmagate_shared::config::{Backend, Settings};
-use pharmagate_shared::domain::{ApiKey, CustomerId, Role, Tier};
+use pharmagate_shared::domain::{ApiKey, CustomerId, Permission, Role, Tier};
+use pharmagate_shared::repo::clients::NewClient;
 use pharmagate_shared::repo::keys::NewKey;
 
 fn setup(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (Backend, ApiKey) {
@@ -59,6 +60,8 @@ fn gateway(c: &mut Criterion) {
         })
     });
 
+    oauth(c, &rt, &backend, &gw, peer);
+
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     rt.spawn(pharmagate_cli::server::serve(listener, gw.clone(), std::future::pending()));
@@ -71,6 +74,46 @@ fn gateway(c: &mut Criterion) {
                 assert_eq!(r.status(), 200);
                 r.bytes().await.unwrap()
             })
+        })
+    });
+}
+
+/// Token issue (client authentication, signing) and a bearer-token read
+/// (verification, client and revocation lookups, catalog read).
+fn oauth(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: &Backend, gw: &Gateway, peer: SocketAddr) {
+    use base64::Engine;
+    rt.block_on(backend.signing_keys().bootstrap()).unwrap();
+    let new = NewClient {
+        id: None,
+        name: "bench".into(),
+        customer: CustomerId::parse("bench").unwrap(),
+        tier: Tier::Paid,
+        scopes: vec![Permission::CatalogRead],
+    };
+    let (secret, client) = rt.block_on(backend.clients().create(new)).unwrap();
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", client.id, secret.expose()));
+    let mut headers = HeaderMap::new();
+    headers.insert("authorization", HeaderValue::from_str(&format!("Basic {basic}")).unwrap());
+    headers.insert("content-type", HeaderValue::from_static("application/x-www-form-urlencoded"));
+    let form = b"grant_type=client_credentials";
+    let mut token = String::new();
+    c.bench_function("gateway/POST /oauth/token in-process (issue a token)", |b| {
+        b.iter(|| {
+            let r = rt.block_on(gw.handle(&Method::POST, "/oauth/token", &headers, form, peer));
+            assert_eq!(r.status, 200);
+            token = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["access_token"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        })
+    });
+    let mut bearer = HeaderMap::new();
+    bearer.insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+    c.bench_function("gateway/GET product with bearer token in-process", |b| {
+        b.iter(|| {
+            let r = rt.block_on(gw.handle(&Method::GET, "/v1/products/953769-46-5", &bearer, &[], peer));
+            assert_eq!(r.status, 200);
         })
     });
 }

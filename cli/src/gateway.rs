@@ -4,7 +4,8 @@
 //!
 //! 1. match the route (unknown path → 404, known path with another method →
 //!    405 with `Allow`, the way the OpenAPI mock integrations answer);
-//! 2. for protected routes, refuse a request without `x-api-key` (401), build
+//! 2. for protected routes, refuse a request without `x-api-key` or
+//!    `Authorization`, or with either repeated (401), build
 //!    the REST REQUEST authorizer event, call the authorizer's handler,
 //!    turn `Unauthorized` into 401 and any other failure into 503, optionally
 //!    cache its answer per key for a TTL, and evaluate the returned IAM
@@ -15,6 +16,13 @@
 //!
 //! Every hop goes through JSON, so the local run exercises the real event
 //! contract, not a shortcut.
+//!
+//! Each request gets exactly one audit record, written by whoever answers
+//! it: a function, the authorizer (its 401s, its policy's 403s, its
+//! failures), or this gateway for what it refuses itself (404, 405, a
+//! missing credential, a broken query, a cached policy's 403, and in
+//! `server` 408, 413 and 502), as API Gateway's own refusals never reach a
+//! function in AWS either.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,13 +37,18 @@ use base64::engine::general_purpose::STANDARD as B64;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Adapter, Context, LambdaEvent, Service, service_fn};
+use pharmagate_audit::AuditService;
 use pharmagate_authorizer::policy::evaluate;
-use pharmagate_authorizer::{API_KEY_HEADER, Authorizer, UNAUTHORIZED};
+use pharmagate_authorizer::{API_KEY_HEADER, AUTHORIZATION_HEADER, Authorizer, UNAUTHORIZED};
 use pharmagate_catalog::CatalogService;
 use pharmagate_keys::KeysService;
+use pharmagate_oauth::OauthService;
+use pharmagate_shared::audit::AuditTrail;
 use pharmagate_shared::config::Backend;
-use pharmagate_shared::http::Problem;
-use pharmagate_shared::routes::{Access, Function, Route, RouteMatch, match_route};
+use pharmagate_shared::domain::client::parse_scope_list;
+use pharmagate_shared::domain::{CustomerId, Principal};
+use pharmagate_shared::http::{Audit, Problem, RequestFacts, RequestLog};
+use pharmagate_shared::routes::{Access, Function, Route, RouteMatch, match_route, without_stage};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -46,6 +59,7 @@ pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
 const REGION: &str = "us-east-1";
 const ACCOUNT: &str = "000000000000";
 const API_ID: &str = "pharmagate";
+const POLICY_DENIED: &str = "your credentials do not allow this operation";
 
 /// A response as the gateway sends it.
 pub struct GatewayResponse {
@@ -58,6 +72,10 @@ pub struct Gateway {
     authorizer: Authorizer,
     catalog: CatalogService,
     keys: KeysService,
+    oauth: OauthService,
+    audit: AuditService,
+    /// The gateway's own audit stream, for the requests it refuses itself.
+    trail: AuditTrail,
     stage: String,
     cache_ttl: Duration,
     cache: Mutex<HashMap<[u8; 32], (Instant, ApiGatewayCustomAuthorizerResponse)>>,
@@ -70,7 +88,22 @@ pub struct Gateway {
 /// What the authorizer step decided.
 enum Authorization {
     Allowed(ApiGatewayCustomAuthorizerResponse),
-    Refused(Problem),
+    Refused(Answer),
+}
+
+/// Who answered a request, so that exactly one hop audits it.
+enum Answer {
+    /// The gateway refused it itself, and audits that.
+    Refused { problem: Problem, reason: &'static str },
+    /// The authorizer or a function answered it, and audited it.
+    Delegated(GatewayResponse),
+}
+
+impl Answer {
+    fn refused(problem: Problem) -> Self {
+        let reason = problem.slug;
+        Answer::Refused { problem, reason }
+    }
 }
 
 impl Gateway {
@@ -82,6 +115,9 @@ impl Gateway {
             authorizer: Authorizer::new(backend),
             catalog: CatalogService::new(backend),
             keys: KeysService::new(backend),
+            oauth: OauthService::new(backend),
+            audit: AuditService::new(backend),
+            trail: AuditTrail::new(backend, "gateway"),
             stage: stage.to_string(),
             cache_ttl,
             cache: Mutex::new(HashMap::new()),
@@ -115,12 +151,11 @@ impl Gateway {
     ) -> GatewayResponse {
         let request_id = new_request_id();
         let (raw_path, query) = target.split_once('?').unwrap_or((target, ""));
-        let path = self.resolve_path(method, raw_path);
-        let mut response = match match_route(method.as_str(), path) {
-            RouteMatch::NotFound => problem(Problem::not_found("no such resource"), &request_id),
-            RouteMatch::MethodNotAllowed(allowed) => {
-                problem(Problem::method_not_allowed(&allowed), &request_id)
-            }
+        let path = without_stage(method.as_str(), raw_path, Some(&self.stage));
+        let mut log = RequestLog::begin(facts(&request_id, method, path, peer), &self.trail);
+        let answer = match match_route(method.as_str(), path) {
+            RouteMatch::NotFound => Answer::refused(Problem::not_found("no such resource")),
+            RouteMatch::MethodNotAllowed(allowed) => Answer::refused(Problem::method_not_allowed(&allowed)),
             RouteMatch::Found(route, params) => match query_maps(query) {
                 Some(query) => {
                     let call = Call {
@@ -134,39 +169,53 @@ impl Gateway {
                         params,
                         request_id: &request_id,
                     };
-                    self.dispatch(call).await
+                    self.dispatch(call, &mut log).await
                 }
-                None => {
-                    let refusal =
-                        Problem::bad_request("malformed-query", "the query string has a broken %-escape");
-                    problem(refusal, &request_id)
-                }
+                None => Answer::refused(Problem::bad_request(
+                    "malformed-query",
+                    "the query string has a broken %-escape",
+                )),
             },
+        };
+        let mut response = match answer {
+            Answer::Delegated(response) => response,
+            Answer::Refused { problem: refusal, reason } => {
+                log.conclude(refusal.status, reason, Audit::Record).await;
+                problem(refusal, &request_id)
+            }
         };
         response.headers.insert("x-amzn-requestid", HeaderValue::from_str(&request_id).expect("hex id"));
         response
     }
 
-    /// The route path: as given when it names a route, else without a
-    /// leading `/<stage>` (so a stage may be called `v1`, too).
-    fn resolve_path<'a>(&self, method: &Method, path: &'a str) -> &'a str {
-        if match_route(method.as_str(), path) != RouteMatch::NotFound {
-            return path;
-        }
-        match path.strip_prefix('/').and_then(|p| p.strip_prefix(self.stage.as_str())) {
-            Some(rest) if rest.starts_with('/') => rest,
-            _ => path,
-        }
+    /// A refusal made before a request reaches `handle` (a body too large
+    /// or too slow) or instead of its answer (a failed function), with a
+    /// request id of its own; audited like the gateway's other refusals.
+    pub async fn refuse(
+        &self,
+        refusal: Problem,
+        method: &Method,
+        target: &str,
+        peer: SocketAddr,
+    ) -> GatewayResponse {
+        let request_id = new_request_id();
+        let raw_path = target.split_once('?').map_or(target, |(p, _)| p);
+        let path = without_stage(method.as_str(), raw_path, Some(&self.stage));
+        let log = RequestLog::begin(facts(&request_id, method, path, peer), &self.trail);
+        log.conclude(refusal.status, refusal.slug, Audit::Record).await;
+        let mut response = problem(refusal, &request_id);
+        response.headers.insert("x-amzn-requestid", HeaderValue::from_str(&request_id).expect("hex id"));
+        response
     }
 
-    async fn dispatch(&self, call: Call<'_>) -> GatewayResponse {
+    async fn dispatch(&self, call: Call<'_>, log: &mut RequestLog) -> Answer {
         let started = Instant::now();
         let authorizer_response = if call.route.access == Access::Public {
             None
         } else {
-            match self.authorize(&call).await {
+            match self.authorize(&call, log).await {
                 Authorization::Allowed(response) => Some(response),
-                Authorization::Refused(p) => return problem(p, call.request_id),
+                Authorization::Refused(answer) => return answer,
             }
         };
         let latency = started.elapsed().as_millis() as u64;
@@ -174,32 +223,44 @@ impl Gateway {
         self.invoke(call.route.function, event, call.request_id).await
     }
 
-    async fn authorize(&self, call: &Call<'_>) -> Authorization {
-        let Some(identity) = single_header(call.headers, API_KEY_HEADER) else {
-            // API Gateway refuses a request without its identity source
-            // before calling the authorizer; two keys are refused too, before
-            // the cache, so a cached answer for one never covers the other.
-            return Authorization::Refused(Problem::unauthorized());
+    async fn authorize(&self, call: &Call<'_>, log: &mut RequestLog) -> Authorization {
+        let identity = match identity(call.headers) {
+            Ok(identity) => identity,
+            // API Gateway refuses a request without an identity source before
+            // calling the authorizer; repeated credentials are refused too,
+            // before the cache, so a cached answer for one never covers another.
+            Err(reason) => {
+                return Authorization::Refused(Answer::Refused { problem: Problem::unauthorized(), reason });
+            }
         };
         let method_arn = format!(
             "arn:aws:execute-api:{REGION}:{ACCOUNT}:{API_ID}/{}/{}{}",
             self.stage, call.method, call.path
         );
         let cache_key: [u8; 32] = Sha256::digest(identity.as_bytes()).into();
-        let response = match self.cached(&cache_key) {
-            Some(response) => response,
-            None => match self.call_authorizer(call, &method_arn).await {
-                Ok(response) => {
-                    self.remember(cache_key, &response);
-                    response
-                }
-                Err(refusal) => return Authorization::Refused(refusal),
-            },
+        if let Some(response) = self.cached(&cache_key) {
+            // The authorizer is not asked, so it audits nothing: a refusal
+            // here is the gateway's own.
+            if evaluate(&response.policy_document, &method_arn) {
+                return Authorization::Allowed(response);
+            }
+            if let Some(principal) = principal_of(&response) {
+                log.set_principal(principal);
+            }
+            let problem = Problem::forbidden(POLICY_DENIED);
+            return Authorization::Refused(Answer::Refused { problem, reason: "policy" });
+        }
+        let response = match self.call_authorizer(call, &method_arn).await {
+            Ok(response) => response,
+            Err(answer) => return Authorization::Refused(answer),
         };
+        self.remember(cache_key, &response);
         if evaluate(&response.policy_document, &method_arn) {
             Authorization::Allowed(response)
         } else {
-            Authorization::Refused(Problem::forbidden("your credentials do not allow this operation"))
+            // The authorizer saw that its policy denies this route, and audited it.
+            let refusal = problem(Problem::forbidden(POLICY_DENIED), call.request_id);
+            Authorization::Refused(Answer::Delegated(refusal))
         }
     }
 
@@ -221,40 +282,48 @@ impl Gateway {
         }
     }
 
+    /// The authorizer's answer; its refusals (401, 503) it audited itself.
     async fn call_authorizer(
         &self,
         call: &Call<'_>,
         method_arn: &str,
-    ) -> Result<ApiGatewayCustomAuthorizerResponse, Problem> {
+    ) -> Result<ApiGatewayCustomAuthorizerResponse, Answer> {
+        let internal = |_| Answer::refused(Problem::internal());
         let event = authorizer_event(call, &self.stage, &self.domain, method_arn);
         let payload: ApiGatewayCustomAuthorizerRequestTypeRequest =
-            serde_json::from_value(event).map_err(|_| Problem::internal())?;
+            serde_json::from_value(event).map_err(internal)?;
         let context = lambda_context(call.request_id);
+        let delegated = |refusal| Answer::Delegated(problem(refusal, call.request_id));
         match self.authorizer.handle(LambdaEvent::new(payload, context)).await {
             Ok(response) => {
                 // Through JSON and back, as API Gateway reads it.
-                let text = serde_json::to_string(&response).map_err(|_| Problem::internal())?;
-                serde_json::from_str(&text).map_err(|_| Problem::internal())
+                let text = serde_json::to_string(&response).map_err(internal)?;
+                serde_json::from_str(&text).map_err(internal)
             }
-            Err(e) if e.to_string() == UNAUTHORIZED => Err(Problem::unauthorized()),
-            Err(_) => Err(Problem::unavailable()),
+            Err(e) if e.to_string() == UNAUTHORIZED => Err(delegated(Problem::unauthorized())),
+            Err(_) => Err(delegated(Problem::unavailable())),
         }
     }
 
-    async fn invoke(&self, function: Function, event: Value, request_id: &str) -> GatewayResponse {
+    /// The function's answer. Once the handler ran it has audited the
+    /// request, even if its response cannot be read back (then a 500 goes
+    /// out under its record).
+    async fn invoke(&self, function: Function, event: Value, request_id: &str) -> Answer {
         let payload: LambdaRequest = match serde_json::from_value(event) {
             Ok(p) => p,
-            Err(_) => return problem(Problem::internal(), request_id),
+            Err(_) => return Answer::refused(Problem::internal()),
         };
         let lambda_event = LambdaEvent::new(payload, lambda_context(request_id));
         let output = match function {
             Function::Catalog => run(service_fn(|req| self.catalog.handle(req)), lambda_event).await,
             Function::Keys => run(service_fn(|req| self.keys.handle(req)), lambda_event).await,
+            Function::Oauth => run(service_fn(|req| self.oauth.handle(req)), lambda_event).await,
+            Function::Audit => run(service_fn(|req| self.audit.handle(req)), lambda_event).await,
         };
-        match output {
+        Answer::Delegated(match output {
             Some(response) => proxy_response(response),
             None => problem(Problem::internal(), request_id),
-        }
+        })
     }
 }
 
@@ -301,6 +370,44 @@ pub fn new_request_id() -> String {
     getrandom::fill(&mut bytes).expect("OS randomness");
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+/// The credentials a request carries, as the authorizer cache key's input;
+/// refused (with the reason code) when there are none, or when either header
+/// is repeated.
+fn identity(headers: &HeaderMap) -> Result<String, &'static str> {
+    let repeated = |name| headers.get_all(name).iter().count() > 1;
+    if repeated(API_KEY_HEADER) || repeated(AUTHORIZATION_HEADER) {
+        return Err("repeated_credentials");
+    }
+    let key = single_header(headers, API_KEY_HEADER);
+    let authorization = single_header(headers, AUTHORIZATION_HEADER);
+    if key.is_none() && authorization.is_none() {
+        return Err("missing_credentials");
+    }
+    Ok(format!("{}\n{}", key.unwrap_or_default(), authorization.unwrap_or_default()))
+}
+
+/// What the audit record says about a request the gateway received.
+fn facts(request_id: &str, method: &Method, path: &str, peer: SocketAddr) -> RequestFacts {
+    RequestFacts {
+        request_id: Some(request_id.to_string()),
+        lambda_request_id: Some(request_id.to_string()),
+        source_ip: Some(peer.ip().to_string()),
+        ..RequestFacts::for_path(method.as_str(), path)
+    }
+}
+
+/// The principal an authorizer answer describes in its context.
+fn principal_of(response: &ApiGatewayCustomAuthorizerResponse) -> Option<Principal> {
+    let text = |name: &str| response.context.get(name).and_then(Value::as_str);
+    Some(Principal {
+        id: text("principal")?.to_string(),
+        customer: CustomerId::parse(text("customer")?).ok()?,
+        role: text("role")?.parse().ok()?,
+        tier: text("tier")?.parse().ok()?,
+        scopes: text("scope").map(|s| parse_scope_list(s).unwrap_or_default()),
+    })
 }
 
 /// The header's value if it is present exactly once, non-empty and text.
@@ -478,13 +585,4 @@ fn proxy_response(response: ApiGatewayProxyResponse) -> GatewayResponse {
 fn problem(problem: Problem, request_id: &str) -> GatewayResponse {
     let (parts, body) = problem.to_response(Some(request_id)).into_parts();
     GatewayResponse { status: parts.status, headers: parts.headers, body: body.to_vec() }
-}
-
-/// A refusal made before a request reaches `Gateway::handle` (body too large
-/// or too slow, a failed function), with its own request id.
-pub fn refusal(problem: Problem) -> GatewayResponse {
-    let request_id = new_request_id();
-    let mut response = self::problem(problem, &request_id);
-    response.headers.insert("x-amzn-requestid", HeaderValue::from_str(&request_id).expect("hex id"));
-    response
 }

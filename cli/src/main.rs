@@ -11,10 +11,16 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pharmagate_cli::gateway::Gateway;
 use pharmagate_cli::{import, seed, server};
+use pharmagate_shared::aws::{self, AwsResources};
 use pharmagate_shared::clock::now_secs;
-use pharmagate_shared::config::{Backend, Settings};
-use pharmagate_shared::domain::{Cas, CustomerId, KeyId, Role, Tier};
+use pharmagate_shared::config::{Backend, BackendKind, Settings, validate_issuer};
+use pharmagate_shared::domain::client::{parse_scope_list, scope_text, validate_grant};
+use pharmagate_shared::domain::{Cas, ClientId, CustomerId, KeyId, Role, Tier};
+use pharmagate_shared::metrics::MetricsTarget;
+use pharmagate_shared::repo::AuditRepo;
+use pharmagate_shared::repo::clients::{NewClient, validate_name as validate_client_name};
 use pharmagate_shared::repo::keys::{NewKey, expiry_after_days, validate_label};
+use pharmagate_shared::repo::{DEFAULT_GRACE_SECS, validate_grace};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +32,12 @@ struct Cli {
     /// Data directory of the embedded backend (database and master key).
     #[arg(long, global = true, env = "PHARMAGATE_DATA_DIR", default_value = ".pharmagate")]
     data_dir: PathBuf,
+    /// Backend behind the ports: `embedded` (the data directory) or `aws`
+    /// (DynamoDB, KMS and Secrets Manager at the endpoint the standard AWS
+    /// environment names, e.g. AWS_ENDPOINT_URL, AWS_REGION).
+    #[arg(long, global = true, env = "PHARMAGATE_BACKEND", default_value = "embedded",
+          value_parser = ["embedded", "aws"])]
+    backend: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,7 +60,14 @@ enum Command {
         /// Seconds a client may take to send a request body (then 408).
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
         body_timeout: u64,
+        /// Append CloudWatch EMF metric lines to this file (default: no
+        /// metrics, unless PHARMAGATE_METRICS says otherwise).
+        #[arg(long)]
+        metrics_file: Option<PathBuf>,
     },
+    /// Check the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Issue, revoke and list API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -58,6 +77,61 @@ enum Command {
     /// Grant and revoke customers' entitlements to manufacturing data.
     #[command(subcommand)]
     Entitlements(EntitlementsCommand),
+    /// Create, list and delete OAuth clients; rotate their secrets.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// AWS backend maintenance.
+    #[command(subcommand)]
+    Aws(AwsCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every hash chain and index entry; report the first break of
+    /// each broken stream (exit status 1).
+    Verify,
+}
+
+#[derive(Subcommand)]
+enum ClientsCommand {
+    /// Create a client; prints its id and secret. The secret is shown once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        customer: String,
+        /// Space- or comma-separated scopes, e.g. "catalog:read manufacturing:read".
+        #[arg(long)]
+        scopes: String,
+        #[arg(long, default_value = "free")]
+        tier: String,
+        /// Choose the client id instead of generating one.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List clients (id, customer, tier, scopes, name), never secrets.
+    List {
+        #[arg(long)]
+        customer: Option<String>,
+    },
+    /// Delete a client; its tokens stop working at once.
+    Delete { id: String },
+    /// Give a client a new secret (printed once); the old one works for the
+    /// grace period (default one day, like the API; 0 ends it and every token
+    /// minted with it at once).
+    RotateSecret {
+        id: String,
+        #[arg(long, default_value_t = DEFAULT_GRACE_SECS)]
+        grace_seconds: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AwsCommand {
+    /// Create the tables (with TTL), the KMS key alias and the integrity
+    /// secret named by the environment, where missing. For local servers
+    /// such as moto; in an AWS account the SAM template creates them.
+    Bootstrap,
 }
 
 #[derive(Subcommand)]
@@ -126,17 +200,85 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let backend = Backend::embedded(&cli.data_dir, Settings::from_env()?)?;
+    let backend = open_backend(&cli).await?;
     match cli.command {
-        Command::Dev { host, port, stage, authorizer_cache_ttl, body_timeout } => {
+        Command::Dev { host, port, stage, authorizer_cache_ttl, body_timeout, .. } => {
             let timeouts = (Duration::from_secs(authorizer_cache_ttl), Duration::from_secs(body_timeout));
             dev(&backend, &host, port, &stage, timeouts).await?;
         }
+        Command::Audit(AuditCommand::Verify) => return audit_verify(&backend).await,
         Command::Keys(cmd) => keys(&backend, cmd).await?,
         Command::Catalog(CatalogCommand::Import { file }) => return catalog_import(&backend, &file).await,
         Command::Entitlements(cmd) => entitlements(&backend, cmd).await?,
+        Command::Clients(cmd) => clients(&backend, cmd).await?,
+        Command::Aws(AwsCommand::Bootstrap) => eprintln!("AWS resources are in place"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The backend the command runs on. On AWS, `aws bootstrap` creates the
+/// resources, and so does `dev` when the endpoint is on this machine (a
+/// local server, never a real account).
+async fn open_backend(cli: &Cli) -> Result<Backend, Failure> {
+    let mut settings = Settings::from_env()?;
+    if let Command::Dev { metrics_file, .. } = &cli.command {
+        settings.metrics = dev_metrics(metrics_file.as_deref(), &settings.metrics)?;
+    }
+    match BackendKind::parse(&cli.backend)? {
+        BackendKind::Embedded => Ok(Backend::embedded(&cli.data_dir, settings)?),
+        BackendKind::Aws => {
+            let bootstrap = match cli.command {
+                Command::Aws(AwsCommand::Bootstrap) => true,
+                Command::Dev { .. } => aws::is_local_endpoint(),
+                _ => false,
+            };
+            Ok(Backend::aws(&AwsResources::from_env()?, settings, bootstrap).await?)
+        }
+    }
+}
+
+/// Where `dev` writes metric lines: the file given (checked now, so a bad
+/// path fails at start), else what `PHARMAGATE_METRICS` says, else nowhere:
+/// EMF lines on the console would drown the readable log.
+fn dev_metrics(file: Option<&std::path::Path>, configured: &MetricsTarget) -> Result<MetricsTarget, Failure> {
+    match file {
+        Some(path) => {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("--metrics-file {}: {e}", path.display()))?;
+            Ok(MetricsTarget::File(path.to_path_buf()))
+        }
+        None if std::env::var_os("PHARMAGATE_METRICS").is_some() => Ok(configured.clone()),
+        None => Ok(MetricsTarget::Off),
+    }
+}
+
+/// `pharmagate audit verify`: exit status 1 at the first break of any chain.
+async fn audit_verify(backend: &Backend) -> Result<ExitCode, Failure> {
+    let retention_secs = backend.settings.audit_retention_days * 86_400;
+    let report = AuditRepo::new(backend.store.clone(), retention_secs).verify(now_secs()).await?;
+    let mut out = std::io::stdout();
+    for broken in &report.breaks {
+        writeln!(out, "chain broken: {broken}")?;
+    }
+    let summary = format!(
+        "{} records in {} streams, {} index entries",
+        report.records, report.streams, report.index_entries
+    );
+    if report.breaks.is_empty() {
+        writeln!(out, "audit trail intact: {summary}")?;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        writeln!(
+            out,
+            "audit trail BROKEN in {} of {} streams ({summary})",
+            report.breaks.len(),
+            report.streams
+        )?;
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 /// `timeouts`: the authorizer cache TTL and the request-body timeout.
@@ -158,8 +300,19 @@ async fn dev(
     let listener = tokio::net::TcpListener::bind((host, port))
         .await
         .map_err(|e| format!("cannot listen on {host}:{port}: {e} (choose another with --port)"))?;
+    let address = listener.local_addr()?;
+    // Tokens name the gateway they came from, unless configured otherwise;
+    // bound to a non-loopback address, say which URL clients use.
+    let mut backend = backend.clone();
+    if std::env::var_os("PHARMAGATE_ISSUER").is_none() {
+        backend.settings.issuer = validate_issuer(&format!("http://{address}")).map_err(|_| {
+            format!(
+                "listening on {address}, not loopback: set PHARMAGATE_ISSUER to the https URL clients use"
+            )
+        })?;
+    }
     let mut out = std::io::stdout();
-    match seed::ensure_seeded(backend).await? {
+    match seed::ensure_seeded(&backend).await? {
         Some(keys) => {
             writeln!(
                 out,
@@ -174,8 +327,10 @@ async fn dev(
             "Using the existing data; keys were shown at first start (issue more with `pharmagate keys issue`)."
         )?,
     }
-    let address = listener.local_addr()?;
-    let gateway = Gateway::new(backend, stage, timeouts.0)
+    if backend.signing_keys().bootstrap().await? {
+        writeln!(out, "Made the first token signing key.")?;
+    }
+    let gateway = Gateway::new(&backend, stage, timeouts.0)
         .with_domain(&address.to_string())
         .with_body_timeout(timeouts.1);
     let gateway = Arc::new(gateway);
@@ -287,6 +442,56 @@ async fn entitlements(backend: &Backend, cmd: EntitlementsCommand) -> Result<(),
             for cas in repo.entitlements(&customer_of(&customer)?).await? {
                 println!("{cas}");
             }
+        }
+    }
+    Ok(())
+}
+
+async fn clients(backend: &Backend, cmd: ClientsCommand) -> Result<(), Failure> {
+    let repo = backend.clients();
+    let mut out = std::io::stdout();
+    match cmd {
+        ClientsCommand::Create { name, customer, scopes, tier, id } => {
+            let scopes = parse_scope_list(&scopes.replace(',', " ")).map_err(|m| format!("--scopes: {m}"))?;
+            validate_grant(&scopes).map_err(|m| format!("--scopes: {m}"))?;
+            let new = NewClient {
+                id: id.as_deref().map(ClientId::parse).transpose().map_err(|m| format!("--id: {m}"))?,
+                name: validate_client_name(&name).map_err(|m| format!("--name: {m}"))?,
+                customer: CustomerId::parse(&customer).map_err(|m| format!("--customer: {m}"))?,
+                tier: tier.parse::<Tier>().map_err(|m| format!("--tier: {m}"))?,
+                scopes,
+            };
+            let (secret, record) = repo.create(new).await?;
+            writeln!(out, "client_id: {}", record.id)?;
+            writeln!(out, "client_secret: {}", secret.expose())?;
+        }
+        ClientsCommand::List { customer } => {
+            let customer = customer.as_deref().map(CustomerId::parse).transpose()?;
+            let mut after = None;
+            loop {
+                let (records, next) = repo.list_page(customer.as_ref(), after, 100).await?;
+                for r in &records {
+                    let scopes = scope_text(&r.scopes);
+                    writeln!(out, "{}\t{}\t{}\t{}\t{}", r.id, r.customer, r.tier, scopes, r.name)?;
+                }
+                match next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+        }
+        ClientsCommand::Delete { id } => {
+            if !repo.delete(&ClientId::parse(&id)?).await? {
+                return Err(format!("no client {id}").into());
+            }
+        }
+        ClientsCommand::RotateSecret { id, grace_seconds } => {
+            validate_grace(grace_seconds).map_err(|m| format!("--grace-seconds: {m}"))?;
+            let (secret, _) = repo
+                .rotate_secret(&ClientId::parse(&id)?, grace_seconds)
+                .await?
+                .ok_or(format!("no client {id}"))?;
+            writeln!(out, "client_secret: {}", secret.expose())?;
         }
     }
     Ok(())

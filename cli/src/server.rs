@@ -12,7 +12,7 @@ use http::StatusCode;
 use pharmagate_shared::http::Problem;
 use tokio::net::TcpListener;
 
-use crate::gateway::{Gateway, GatewayResponse, MAX_REQUEST_BYTES, refusal};
+use crate::gateway::{Gateway, GatewayResponse, MAX_REQUEST_BYTES};
 
 /// Serves `gateway` on `listener` until `shutdown` completes; in-flight
 /// requests finish first.
@@ -35,21 +35,24 @@ async fn handle(
     let (parts, body) = req.into_parts();
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
     let read = tokio::time::timeout(gateway.body_timeout(), to_bytes(body, MAX_REQUEST_BYTES)).await;
-    let bytes = match read {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => return to_http(refusal(Problem::payload_too_large(MAX_REQUEST_BYTES))),
-        Err(_) => return to_http(refusal(request_timeout(gateway.body_timeout()))),
+    let refusal = match read {
+        Ok(Ok(bytes)) => {
+            // A panic in a function must not take the connection down with
+            // it: like a failed Lambda invocation, it is a 502 from the gateway.
+            let (gateway, method, target) = (gateway.clone(), parts.method.clone(), target.clone());
+            let call =
+                tokio::spawn(
+                    async move { gateway.handle(&method, &target, &parts.headers, &bytes, peer).await },
+                );
+            match call.await {
+                Ok(out) => return to_http(out),
+                Err(_) => bad_gateway(),
+            }
+        }
+        Ok(Err(_)) => Problem::payload_too_large(MAX_REQUEST_BYTES),
+        Err(_) => request_timeout(gateway.body_timeout()),
     };
-    // A panic in a function must not take the connection down with it:
-    // like a failed Lambda invocation, it is a 502 from the gateway.
-    let call =
-        tokio::spawn(
-            async move { gateway.handle(&parts.method, &target, &parts.headers, &bytes, peer).await },
-        );
-    match call.await {
-        Ok(out) => to_http(out),
-        Err(_) => to_http(refusal(bad_gateway())),
-    }
+    to_http(gateway.refuse(refusal, &parts.method, &target, peer).await)
 }
 
 fn to_http(out: GatewayResponse) -> Response {

@@ -12,3 +12,30 @@ pub fn rfc3339(secs: i64) -> String {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default()
 }
+
+/// A source of the current time in Unix seconds: the system clock in the
+/// product, a hand-moved one in tests (windows rolling over, the day
+/// boundary) without sleeping.
+#[derive(Clone)]
+pub struct Clock(std::sync::Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Self {
+        Clock(std::sync::Arc::new(now_secs))
+    }
+
+    /// A clock that reads `time`, which the caller moves.
+    pub fn manual(time: std::sync::Arc<std::sync::atomic::AtomicI64>) -> Self {
+        Clock(std::sync::Arc::new(move || time.load(std::sync::atomic::Ordering::SeqCst)))
+    }
+
+    pub fn now(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock(now = {})", self.now())
+    }
+}

@@ -3,15 +3,34 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::embedded::{LocalVault, SqliteStore};
-use crate::ports::{ItemStore, KeyVault};
-use crate::repo::{CatalogRepo, CustomerRepo, KeyRepo};
+use crate::anomaly::AnomalyConfig;
+use crate::aws::{
+    self, AwsResources, BootstrapError, CallCounters, DynamoStore, KmsVault, SecretsManagerStore,
+};
+use crate::clock::Clock;
+use crate::embedded::{EmbeddedSecrets, LocalVault, SqliteStore};
+use crate::guard::{AuthGuard, GuardConfig};
+use crate::integrity::Integrity;
+use crate::jwt::Expectations;
+use crate::keycache::{CacheLimits, CachingVault};
+use crate::limits::{LimitConfig, Limiter};
+use crate::metrics::MetricsTarget;
+use crate::ports::{ItemStore, KeyVault, SecretStore};
+use crate::repo::{CatalogRepo, ClientRepo, CustomerRepo, KeyRepo};
+use crate::signing::{DEFAULT_CACHE_TTL, DEFAULT_MIN_REFRESH, SigningKeys};
 
 pub const DEFAULT_ENV_NAME: &str = "dev";
 pub const DEFAULT_MAX_KEYS_PER_CUSTOMER: usize = 10;
+pub const DEFAULT_ISSUER: &str = "http://127.0.0.1:8080";
+pub const DEFAULT_AUDIENCE: &str = "pharmagate-api";
+pub const DEFAULT_TOKEN_LIFETIME_SECS: i64 = 15 * 60;
+pub const DEFAULT_AUDIT_RETENTION_DAYS: i64 = 365;
 pub const DB_FILE: &str = "pharmagate.db";
 pub const MASTER_KEY_FILE: &str = "master.key";
+/// The embedded backend's integrity (MAC) key, in its own secret store.
+pub const EMBEDDED_INTEGRITY_SECRET: &str = "pharmagate/integrity-key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -19,6 +38,40 @@ pub enum ConfigError {
     Invalid { name: &'static str, message: String },
     #[error("cannot open the data directory {path}: {message}")]
     DataDir { path: String, message: String },
+    #[error(
+        "missing configuration: set {} (AWS resource names can all be derived from PHARMAGATE_AWS_PREFIX)",
+        .0.join(", ")
+    )]
+    Missing(Vec<&'static str>),
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+}
+
+/// Which adapters serve the ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// SQLite, a master-key file and vault-sealed secrets in a data directory.
+    Embedded,
+    /// DynamoDB, KMS and Secrets Manager (or a local server speaking them).
+    Aws,
+}
+
+impl BackendKind {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        match text {
+            "embedded" => Ok(BackendKind::Embedded),
+            "aws" => Ok(BackendKind::Aws),
+            other => Err(ConfigError::Invalid {
+                name: "PHARMAGATE_BACKEND",
+                message: format!("unknown backend {other:?}; choose embedded or aws"),
+            }),
+        }
+    }
+
+    /// `PHARMAGATE_BACKEND`, default `embedded`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        std::env::var("PHARMAGATE_BACKEND").map_or(Ok(BackendKind::Embedded), |v| BackendKind::parse(&v))
+    }
 }
 
 /// Settings shared by every function.
@@ -29,12 +82,52 @@ pub struct Settings {
     pub env_name: String,
     /// Most active keys a customer may hold when issuing keys for itself.
     pub max_keys_per_customer: usize,
+    /// OAuth: the token issuer (`iss`), the authorization server's base URL.
+    pub issuer: String,
+    /// OAuth: the audience (`aud`) of access tokens, naming this API.
+    pub audience: String,
+    /// OAuth: access-token lifetime in seconds (60-3600).
+    pub token_lifetime_secs: i64,
+    /// The secret-store id of the token signing key.
+    pub signing_secret_id: String,
+    /// How long a process trusts the signing keys it read (0-3600 s): the
+    /// longest a withdrawn key is still accepted, and a new one not yet used.
+    pub signing_key_cache_secs: u64,
+    /// Rate limits and daily quotas per tier (`PHARMAGATE_RATE_LIMITS`, JSON).
+    pub limits: LimitConfig,
+    /// Brute-force protection (`PHARMAGATE_AUTH_GUARD`, JSON).
+    pub auth_guard: GuardConfig,
+    /// How long audit records are kept (their TTL), in days.
+    pub audit_retention_days: i64,
+    /// Where metric (EMF) lines go: `PHARMAGATE_METRICS`, stdout when read
+    /// from the environment (Lambda), off by default (tests).
+    pub metrics: MetricsTarget,
+    /// When to signal (and optionally suspend) anomalous principals.
+    pub anomaly: AnomalyConfig,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { env_name: DEFAULT_ENV_NAME.into(), max_keys_per_customer: DEFAULT_MAX_KEYS_PER_CUSTOMER }
+        Settings {
+            env_name: DEFAULT_ENV_NAME.into(),
+            max_keys_per_customer: DEFAULT_MAX_KEYS_PER_CUSTOMER,
+            issuer: DEFAULT_ISSUER.into(),
+            audience: DEFAULT_AUDIENCE.into(),
+            token_lifetime_secs: DEFAULT_TOKEN_LIFETIME_SECS,
+            signing_secret_id: signing_secret_id(DEFAULT_ENV_NAME),
+            signing_key_cache_secs: DEFAULT_CACHE_TTL.as_secs(),
+            limits: LimitConfig::default(),
+            auth_guard: GuardConfig::default(),
+            audit_retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
+            metrics: MetricsTarget::Off,
+            anomaly: AnomalyConfig::default(),
+        }
     }
+}
+
+/// The default secret id of the signing key for an environment.
+pub fn signing_secret_id(env_name: &str) -> String {
+    format!("pharmagate/{env_name}/jwt-signing-key")
 }
 
 impl Settings {
@@ -58,7 +151,87 @@ impl Settings {
                     message: "must be 1 to 1000".into(),
                 })?;
         }
+        settings.signing_secret_id = signing_secret_id(&settings.env_name);
+        if let Ok(url) = std::env::var("PHARMAGATE_ISSUER") {
+            settings.issuer = validate_issuer(&url)
+                .map_err(|message| ConfigError::Invalid { name: "PHARMAGATE_ISSUER", message })?;
+        }
+        if let Ok(text) = std::env::var("PHARMAGATE_TOKEN_AUDIENCE") {
+            let ok = (1..=200).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    name: "PHARMAGATE_TOKEN_AUDIENCE",
+                    message: "must be 1-200 visible ASCII characters".into(),
+                });
+            }
+            settings.audience = text;
+        }
+        if let Ok(text) = std::env::var("PHARMAGATE_TOKEN_LIFETIME_SECONDS") {
+            settings.token_lifetime_secs =
+                text.parse().ok().filter(|n| (60..=3600).contains(n)).ok_or(ConfigError::Invalid {
+                    name: "PHARMAGATE_TOKEN_LIFETIME_SECONDS",
+                    message: "must be 60 to 3600".into(),
+                })?;
+        }
+        if let Ok(id) = std::env::var("PHARMAGATE_SIGNING_SECRET_ID") {
+            let ok = (1..=256).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    name: "PHARMAGATE_SIGNING_SECRET_ID",
+                    message: "must be 1-256 visible ASCII characters".into(),
+                });
+            }
+            settings.signing_secret_id = id;
+        }
+        if let Ok(text) = std::env::var("PHARMAGATE_SIGNING_KEY_CACHE_SECONDS") {
+            settings.signing_key_cache_secs =
+                text.parse().ok().filter(|n| *n <= 3600).ok_or(ConfigError::Invalid {
+                    name: "PHARMAGATE_SIGNING_KEY_CACHE_SECONDS",
+                    message: "must be 0 to 3600".into(),
+                })?;
+        }
+        if let Ok(text) = std::env::var("PHARMAGATE_RATE_LIMITS") {
+            settings.limits = LimitConfig::parse(&text)
+                .map_err(|message| ConfigError::Invalid { name: "PHARMAGATE_RATE_LIMITS", message })?;
+        }
+        if let Ok(text) = std::env::var("PHARMAGATE_AUTH_GUARD") {
+            settings.auth_guard = GuardConfig::parse(&text)
+                .map_err(|message| ConfigError::Invalid { name: "PHARMAGATE_AUTH_GUARD", message })?;
+        }
+        settings.read_observability()?;
         Ok(settings)
+    }
+
+    /// The audit, metrics and anomaly settings.
+    fn read_observability(&mut self) -> Result<(), ConfigError> {
+        if let Some(days) = number_from_env("PHARMAGATE_AUDIT_RETENTION_DAYS", 1, 3650)? {
+            self.audit_retention_days = days;
+        }
+        self.metrics = match std::env::var("PHARMAGATE_METRICS") {
+            Ok(text) => MetricsTarget::parse(&text)
+                .map_err(|message| ConfigError::Invalid { name: "PHARMAGATE_METRICS", message })?,
+            Err(_) => MetricsTarget::Stdout,
+        };
+        let limit = |name| number_from_env(name, 1, 1_000_000);
+        let a = &mut self.anomaly;
+        a.rate_threshold = limit("PHARMAGATE_ANOMALY_RATE_THRESHOLD")?.map_or(a.rate_threshold, |n| n as u32);
+        a.failure_threshold =
+            limit("PHARMAGATE_ANOMALY_FAILURE_THRESHOLD")?.map_or(a.failure_threshold, |n| n as u32);
+        a.scan_threshold = limit("PHARMAGATE_ANOMALY_SCAN_THRESHOLD")?.map_or(a.scan_threshold, |n| n as u32);
+        a.suspend_threshold = limit("PHARMAGATE_ANOMALY_SUSPEND_THRESHOLD")?.map(|n| n as u32);
+        Ok(())
+    }
+}
+
+/// An integer setting in `min..=max`, if the variable is set.
+fn number_from_env(name: &'static str, min: i64, max: i64) -> Result<Option<i64>, ConfigError> {
+    let Ok(text) = std::env::var(name) else {
+        return Ok(None);
+    };
+    let digits = !text.is_empty() && text.len() <= 10 && text.bytes().all(|b| b.is_ascii_digit());
+    match text.parse::<i64>() {
+        Ok(n) if digits && (min..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(ConfigError::Invalid { name, message: format!("must be an integer from {min} to {max}") }),
     }
 }
 
@@ -67,8 +240,13 @@ impl Settings {
 #[derive(Clone)]
 pub struct Backend {
     pub store: Arc<dyn ItemStore>,
+    /// Always behind the data-key cache, on both backends.
     pub vault: Arc<dyn KeyVault>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub integrity: Arc<Integrity>,
     pub settings: Settings,
+    /// Calls made to each AWS service (AWS backend only).
+    pub aws_calls: Option<Arc<CallCounters>>,
 }
 
 impl Backend {
@@ -79,19 +257,53 @@ impl Backend {
         let store = SqliteStore::open(&data_dir.join(DB_FILE)).map_err(|e| fail(e.to_string()))?;
         let vault =
             LocalVault::open_or_create(&data_dir.join(MASTER_KEY_FILE)).map_err(|e| fail(e.to_string()))?;
-        Ok(Backend { store: Arc::new(store), vault: Arc::new(vault), settings })
+        let vault: Arc<dyn KeyVault> = Arc::new(CachingVault::new(Arc::new(vault), CacheLimits::default()));
+        let secrets: Arc<dyn SecretStore> = Arc::new(EmbeddedSecrets::new(store.clone(), vault.clone()));
+        let integrity = Arc::new(Integrity::new(secrets.clone(), EMBEDDED_INTEGRITY_SECRET));
+        Ok(Backend { store: Arc::new(store), vault, secrets, integrity, settings, aws_calls: None })
+    }
+
+    /// The AWS backend for `resources`, with one SDK configuration from the
+    /// standard AWS environment. With `bootstrap`, missing tables, key and
+    /// secret are created first (local servers only; SAM creates them in AWS).
+    pub async fn aws(
+        resources: &AwsResources,
+        settings: Settings,
+        bootstrap: bool,
+    ) -> Result<Self, ConfigError> {
+        Backend::aws_with(&aws::sdk_config().await?, resources, settings, bootstrap).await
+    }
+
+    /// Like [`Backend::aws`], with a given SDK configuration.
+    pub async fn aws_with(
+        sdk: &aws::SdkConfig,
+        resources: &AwsResources,
+        mut settings: Settings,
+        bootstrap: bool,
+    ) -> Result<Self, ConfigError> {
+        // In AWS the signing key's secret is a named resource like the others.
+        settings.signing_secret_id = resources.signing_secret_id.clone();
+        let calls = CallCounters::new();
+        let store = DynamoStore::new(sdk, resources.tables.clone(), calls.clone());
+        let kms = KmsVault::new(sdk, resources.kms_key_id.clone(), calls.clone());
+        let sm = SecretsManagerStore::new(sdk, calls.clone());
+        if bootstrap {
+            aws::bootstrap(resources, &store, &kms, &sm).await?;
+        }
+        let vault: Arc<dyn KeyVault> = Arc::new(CachingVault::new(Arc::new(kms), CacheLimits::default()));
+        let secrets: Arc<dyn SecretStore> = Arc::new(sm);
+        let integrity = Arc::new(Integrity::new(secrets.clone(), resources.integrity_secret_id.clone()));
+        Ok(Backend { store: Arc::new(store), vault, secrets, integrity, settings, aws_calls: Some(calls) })
     }
 
     /// What a Lambda function uses: `PHARMAGATE_BACKEND` (`embedded`, the
-    /// default) with `PHARMAGATE_DATA_DIR`.
-    pub fn from_env() -> Result<Self, ConfigError> {
+    /// default, with `PHARMAGATE_DATA_DIR`; or `aws`, with the resource names
+    /// of `AwsResources::from_env`).
+    pub async fn from_env() -> Result<Self, ConfigError> {
         let settings = Settings::from_env()?;
-        match std::env::var("PHARMAGATE_BACKEND").as_deref() {
-            Ok("embedded") | Err(_) => Backend::embedded(&data_dir_from_env(), settings),
-            Ok(other) => Err(ConfigError::Invalid {
-                name: "PHARMAGATE_BACKEND",
-                message: format!("unknown backend {other:?}; this build supports: embedded"),
-            }),
+        match BackendKind::from_env()? {
+            BackendKind::Embedded => Backend::embedded(&data_dir_from_env(), settings),
+            BackendKind::Aws => Backend::aws(&AwsResources::from_env()?, settings, false).await,
         }
     }
 
@@ -100,11 +312,66 @@ impl Backend {
     }
 
     pub fn keys(&self) -> KeyRepo {
-        KeyRepo::new(self.store.clone(), self.settings.env_name.clone())
+        KeyRepo::new(self.store.clone(), self.integrity.clone(), self.settings.env_name.clone())
     }
 
     pub fn customers(&self) -> CustomerRepo {
-        CustomerRepo::new(self.store.clone())
+        CustomerRepo::new(self.store.clone(), self.integrity.clone())
+    }
+
+    pub fn clients(&self) -> ClientRepo {
+        ClientRepo::new(self.store.clone(), self.integrity.clone())
+    }
+
+    /// The token signing keys (each caller keeps its own cache).
+    pub fn signing_keys(&self) -> SigningKeys {
+        let ttl = Duration::from_secs(self.settings.signing_key_cache_secs);
+        SigningKeys::new(self.secrets.clone(), self.settings.signing_secret_id.clone())
+            .with_cache(ttl, ttl.min(DEFAULT_MIN_REFRESH))
+    }
+
+    /// The rate limiter, on the system clock.
+    pub fn limiter(&self) -> Limiter {
+        Limiter::new(self.store.clone(), self.settings.limits.clone(), Clock::system())
+    }
+
+    /// Brute-force protection for authentication, on the system clock.
+    pub fn auth_guard(&self) -> AuthGuard {
+        AuthGuard::new(self.store.clone(), self.settings.auth_guard, Clock::system())
+    }
+
+    /// What a verifier of our access tokens insists on.
+    pub fn token_expectations(&self) -> Expectations {
+        Expectations {
+            issuer: self.settings.issuer.clone(),
+            audience: self.settings.audience.clone(),
+            max_lifetime_secs: self.settings.token_lifetime_secs,
+        }
+    }
+}
+
+/// Refuses to start without `name` set: for settings whose default only
+/// suits a local run (the token issuer, in a Lambda function).
+pub fn require_env(name: &'static str, why: &str) -> Result<(), ConfigError> {
+    match std::env::var_os(name) {
+        Some(_) => Ok(()),
+        None => Err(ConfigError::Invalid { name, message: format!("must be set: {why}") }),
+    }
+}
+
+/// An issuer is an absolute `https` URL (or `http` on a loopback host, for
+/// local runs) with no query, fragment or trailing slash (RFC 8414 §2).
+pub fn validate_issuer(url: &str) -> Result<String, String> {
+    let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
+    let scheme_ok = url.starts_with("https://")
+        || local
+            .iter()
+            .any(|p| url.strip_prefix(p).is_some_and(|r| r.is_empty() || r.starts_with([':', '/'])));
+    let clean = !url.contains(['?', '#', ' ']) && !url.ends_with('/') && url.len() <= 200 && url.is_ascii();
+    if scheme_ok && clean {
+        Ok(url.to_string())
+    } else {
+        Err("must be an https URL (http only on loopback) without query, fragment or trailing slash".into())
     }
 }
 

@@ -3,6 +3,7 @@
 //! principal that the authorizer put in the request context.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
@@ -11,12 +12,21 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::domain::{CustomerId, Principal, Role, Tier};
+use tracing::Instrument;
+
+use crate::audit::AuditTrail;
+use crate::domain::{Cas, CustomerId, Principal, Role, Tier};
+use crate::limits::{self, Limiter};
+use crate::metrics::{self, Counters, RequestMetrics};
 use crate::repo::RepoError;
+use crate::repo::audit::{AuditRecord, Decision};
 use crate::routes::{Access, Function, Params, Route, RouteMatch, match_route};
+use crate::telemetry;
 
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:pharmagate:problem:";
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+pub const UNAUTHORIZED_DETAIL: &str =
+    "a valid API key (x-api-key header) or OAuth access token (Authorization: Bearer) is required";
 
 /// An RFC 9457 problem: the only error shape the API ever returns.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,8 +71,9 @@ impl Problem {
 
     pub fn unauthorized() -> Self {
         Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
-            .detail("a valid API key is required in the x-api-key header")
+            .detail(UNAUTHORIZED_DETAIL)
             .header(header::WWW_AUTHENTICATE, "ApiKey realm=\"pharmagate\", header=\"x-api-key\"")
+            .header(header::WWW_AUTHENTICATE, "Bearer realm=\"pharmagate\"")
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
@@ -91,6 +102,20 @@ impl Problem {
 
     pub fn conflict(slug: &'static str, detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::CONFLICT, slug, "Conflict").detail(detail)
+    }
+
+    /// Over the rate limit or the daily quota.
+    pub fn rate_limited(retry_after: u64) -> Self {
+        Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
+            .detail(format!("rate limit or daily quota exceeded; retry in {retry_after} s"))
+            .header(header::RETRY_AFTER, retry_after.to_string())
+    }
+
+    /// Too many failed authentications from this source or for this key.
+    pub fn too_many_failures(retry_after: u64) -> Self {
+        Problem::new(StatusCode::TOO_MANY_REQUESTS, "too-many-failures", "Too many requests")
+            .detail(format!("too many failed authentications; retry in {retry_after} s"))
+            .header(header::RETRY_AFTER, retry_after.to_string())
     }
 
     /// A backend (store, vault) is unavailable: fail closed, ask to retry.
@@ -170,38 +195,228 @@ pub fn empty_response(status: StatusCode) -> Response<Body> {
     response
 }
 
-/// One log line per request, written when the function answers.
-pub struct RequestLog {
-    started: std::time::Instant,
-    request_id: Option<String>,
-    method: String,
-    path: String,
+/// A method is client input: records keep a token of sane length.
+const MAX_METHOD_CHARS: usize = 16;
+
+/// What the audit record and the log line say about a request, known when
+/// it arrives: the functions read it from the proxy event, the authorizer
+/// from its event, the local gateway from the connection.
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts {
+    /// The gateway's request id.
+    pub request_id: Option<String>,
+    /// The Lambda invocation's request id (locally, the gateway's).
+    pub lambda_request_id: Option<String>,
+    pub method: String,
+    /// The route the request names, if any.
+    pub route: Option<&'static Route>,
+    pub principal: Option<Principal>,
+    pub source_ip: Option<String>,
+    /// The product concerned, from the path or a `cas` query.
+    pub cas: Option<Cas>,
 }
 
-impl RequestLog {
-    pub fn start(req: &Request) -> Self {
-        RequestLog {
-            started: std::time::Instant::now(),
+impl RequestFacts {
+    /// The facts of a proxy event; the principal as the authorizer described it.
+    pub fn of(req: &Request) -> Self {
+        let method = req.method().as_str();
+        let (route, params) = match match_route(method, &route_path(req)) {
+            RouteMatch::Found(route, params) => (Some(route), params),
+            _ => (None, Vec::new()),
+        };
+        let source_ip = match req.request_context_ref() {
+            Some(RequestContext::ApiGatewayV1(ctx)) => ctx.identity.source_ip.clone(),
+            _ => None,
+        };
+        let query = req.query_string_parameters();
+        let cas_text =
+            params.iter().find(|(n, _)| *n == "cas").map(|(_, v)| v.as_str()).or(query.first("cas"));
+        RequestFacts {
             request_id: request_id(req),
-            method: req.method().to_string(),
-            path: route_path(req),
+            lambda_request_id: req.lambda_context_ref().map(|c| c.request_id.clone()),
+            method: method.chars().take(MAX_METHOD_CHARS).collect(),
+            route,
+            principal: principal(req).ok(),
+            source_ip,
+            cas: cas_text.and_then(|t| Cas::parse(t).ok()),
         }
     }
 
+    /// The facts of a request to `method` and `path` (a route path without
+    /// stage), for answers made outside a function.
+    pub fn for_path(method: &str, path: &str) -> Self {
+        let (route, cas) = match match_route(method, path) {
+            RouteMatch::Found(route, params) => {
+                let cas = params.iter().find(|(n, _)| *n == "cas").and_then(|(_, v)| Cas::parse(v).ok());
+                (Some(route), cas)
+            }
+            _ => (None, None),
+        };
+        let method: String = method.chars().take(MAX_METHOD_CHARS).collect();
+        RequestFacts { method, route, cas, ..RequestFacts::default() }
+    }
+}
+
+/// What a handler knows that the request did not say, attached to its
+/// response (in the extensions, never sent): who the caller turned out to be
+/// (OAuth clients authenticate inside the function) or a finer reason code.
+#[derive(Debug, Clone, Default)]
+pub struct AuditNote {
+    pub principal: Option<Principal>,
+    pub reason: Option<&'static str>,
+}
+
+impl AuditNote {
+    pub fn attach(self, response: &mut Response<Body>) {
+        response.extensions_mut().insert(self);
+    }
+}
+
+/// One request seen through: the span its work runs in (every line names the
+/// request ids), then one audit record, one metric line and one log line
+/// when it is answered. Every function, the authorizer and the local gateway
+/// use it for the requests they answer.
+pub struct RequestLog {
+    started: std::time::Instant,
+    arrived_ms: i64,
+    facts: RequestFacts,
+    trail: AuditTrail,
+    span: tracing::Span,
+    counters: Arc<Counters>,
+}
+
+impl RequestLog {
+    /// For a lambda_http function's request.
+    pub fn start(req: &Request, trail: &AuditTrail) -> Self {
+        RequestLog::begin(RequestFacts::of(req), trail)
+    }
+
+    pub fn begin(facts: RequestFacts, trail: &AuditTrail) -> Self {
+        let lambda_id = facts.lambda_request_id.as_deref().unwrap_or("-");
+        let span = telemetry::request_span(facts.request_id.as_deref(), lambda_id);
+        RequestLog {
+            started: std::time::Instant::now(),
+            arrived_ms: chrono::Utc::now().timestamp_millis(),
+            facts,
+            trail: trail.clone(),
+            span,
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    pub fn facts(&self) -> &RequestFacts {
+        &self.facts
+    }
+
+    /// Names the principal once authentication found it (the authorizer).
+    pub fn set_principal(&mut self, principal: Principal) {
+        self.facts.principal = Some(principal);
+    }
+
+    /// Runs the handler's work in the request's span, counting backend
+    /// failures against the request.
+    pub async fn serve<F: std::future::Future>(&self, work: F) -> F::Output {
+        metrics::counting(self.counters.clone(), work).instrument(self.span.clone()).await
+    }
+
     /// Turns a router's outcome into the response (a problem carries the
-    /// request id) and logs it.
-    pub fn finish(self, function: &'static str, outcome: Result<Response<Body>, Problem>) -> Response<Body> {
-        let response = outcome.unwrap_or_else(|p| p.to_response(self.request_id.as_deref()));
+    /// request id), audits and logs it.
+    pub async fn finish(mut self, outcome: Result<Response<Body>, Problem>) -> Response<Body> {
+        let (response, reason) = match outcome {
+            Ok(response) => {
+                let note = response.extensions().get::<AuditNote>().cloned().unwrap_or_default();
+                if let Some(principal) = note.principal {
+                    self.facts.principal = Some(principal);
+                }
+                let reason =
+                    note.reason.unwrap_or(if response.status().as_u16() < 400 { "ok" } else { "refused" });
+                (response, reason)
+            }
+            Err(problem) => (problem.to_response(self.facts.request_id.as_deref()), problem.slug),
+        };
+        self.conclude(response.status(), reason, Audit::Record).await;
+        response
+    }
+
+    /// Audits (or, for an answer another hop audits, only logs and measures)
+    /// an answer that is not a function's response: the authorizer's
+    /// decision, the gateway's own refusals.
+    pub async fn conclude(self, status: StatusCode, reason: &str, audit: Audit) {
+        let span = self.span.clone();
+        self.record(status.as_u16(), reason, audit).instrument(span).await
+    }
+
+    async fn record(self, status: u16, reason: &str, audit: Audit) {
+        let latency = self.started.elapsed();
+        let function = self.trail.function();
+        let facts = &self.facts;
+        let route = facts.route.map_or_else(|| "unmatched".to_string(), Route::name);
+        let latency_ms = latency.as_secs_f64() * 1000.0;
+        let mut measured =
+            RequestMetrics::new(function, route.clone(), status, latency_ms).with_counters(&self.counters);
+        if status == 401 {
+            measured.auth_failure = Some(reason.to_string());
+        }
+        let record = AuditRecord {
+            at_ms: self.arrived_ms,
+            request_id: facts.request_id.clone().unwrap_or_else(|| "-".into()),
+            function: function.to_string(),
+            principal: facts.principal.as_ref().map(|p| p.id.clone()),
+            customer: facts.principal.as_ref().map(|p| p.customer.to_string()),
+            role: facts.principal.as_ref().map(|p| p.role.as_str().to_string()),
+            source_ip: facts.source_ip.clone(),
+            method: facts.method.clone(),
+            route: facts.route.map(|r| r.path.to_string()),
+            cas: facts.cas.map(|c| c.to_string()),
+            decision: Decision::for_status(status),
+            reason: reason.to_string(),
+            status,
+            latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        };
+        let appended = match audit {
+            Audit::Record => self.trail.record(record.clone(), measured).await,
+            Audit::ByAnotherHop => {
+                self.trail.measure(measured, &record.request_id);
+                None
+            }
+        };
+        // The record's place and hash in the log too: a copy of the chain
+        // outside the store, to compare with if the store itself is doubted.
+        let (stream, seq, hash) = match &appended {
+            Some(a) => (Some(a.stream.as_str()), Some(a.seq), Some(&a.hash[..16])),
+            None => (None, None, None),
+        };
         tracing::info!(
             function,
-            request_id = self.request_id.as_deref().unwrap_or("-"),
-            method = %self.method,
-            path = %self.path,
-            status = response.status().as_u16(),
-            latency_us = self.started.elapsed().as_micros() as u64,
+            method = %record.method,
+            route = %route,
+            status,
+            decision = record.decision.as_str(),
+            reason = %record.reason,
+            principal = record.principal.as_deref().unwrap_or("-"),
+            latency_us = record.latency_us,
+            audit_stream = stream,
+            audit_seq = seq,
+            audit_hash = hash,
             "request"
         );
-        response
+    }
+}
+
+/// Whether a hop writes the audit record of a request it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audit {
+    Record,
+    /// Another hop will (the authorizer's allow: the function records it).
+    ByAnotherHop,
+}
+
+/// The caller's address as the gateway saw it (`requestContext.identity`),
+/// never a header the client could set.
+pub fn source_ip(req: &Request) -> Option<String> {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.identity.source_ip.clone(),
+        _ => None,
     }
 }
 
@@ -223,17 +438,11 @@ pub fn route_path(req: &Request) -> String {
         "" => req.uri().path(),
         raw => raw,
     };
-    if crate::routes::match_route(req.method().as_str(), raw) != crate::routes::RouteMatch::NotFound {
-        return raw.to_string();
-    }
-    if let Some(RequestContext::ApiGatewayV1(ctx)) = req.request_context_ref()
-        && let Some(stage) = ctx.stage.as_deref()
-        && let Some(rest) = raw.strip_prefix('/').and_then(|r| r.strip_prefix(stage))
-        && rest.starts_with('/')
-    {
-        return rest.to_string();
-    }
-    raw.to_string()
+    let stage = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.stage.as_deref(),
+        _ => None,
+    };
+    crate::routes::without_stage(req.method().as_str(), raw, stage).to_string()
 }
 
 /// A request matched to one of a function's routes.
@@ -259,7 +468,8 @@ pub fn route_request(req: &Request, function: Function) -> Result<Routed, Proble
     };
     let principal = match route.access {
         Access::Public => None,
-        Access::AnyOf(_) => {
+        Access::AnyOf(_) | Access::Authenticated => {
+            refuse_if_throttled(req)?;
             let principal = principal(req)?;
             if !route.allows(&principal) {
                 return Err(Problem::forbidden("your role does not allow this operation"));
@@ -270,6 +480,71 @@ pub fn route_request(req: &Request, function: Function) -> Result<Routed, Proble
     let query = query_params(req, route.query)?;
     Ok(Routed { route, params, query, principal })
 }
+
+/// The authorizer lets a source that keeps failing authentication through
+/// with `throttled` instead of a principal (API Gateway has no way for an
+/// authorizer to answer 429); the function answers 429 before any work.
+fn refuse_if_throttled(req: &Request) -> Result<(), Problem> {
+    let Some(RequestContext::ApiGatewayV1(ctx)) = req.request_context_ref() else {
+        return Ok(());
+    };
+    let Some(retry) = ctx.authorizer.fields.get(THROTTLED_CONTEXT_KEY) else {
+        return Ok(());
+    };
+    let seconds = retry.as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(60);
+    Err(Problem::too_many_failures(seconds))
+}
+
+/// The authorizer context key that carries a brute-force block (seconds).
+pub const THROTTLED_CONTEXT_KEY: &str = "throttled_retry_after";
+
+/// A protected request counted against its principal's limits; its
+/// `RateLimit-Policy` and `RateLimit` headers go on the response, success or
+/// problem.
+pub struct Admission(Option<(String, String)>);
+
+/// Counts the request (its route's cost) against the principal's rate and
+/// daily quota: 429 with `Retry-After` when over. Public routes are not
+/// counted.
+pub async fn admit(limiter: &Limiter, routed: &Routed) -> Result<Admission, Problem> {
+    let Some(principal) = &routed.principal else { return Ok(Admission(None)) };
+    match limiter.admit(principal, routed.route.cost).await? {
+        limits::Decision::Admitted(usage) => Ok(Admission(usage.headers())),
+        limits::Decision::Limited { usage, retry_after } => {
+            let problem = Problem::rate_limited(retry_after);
+            Err(Admission(usage.headers()).decorate(problem))
+        }
+    }
+}
+
+impl Admission {
+    pub fn apply(&self, outcome: Result<Response<Body>, Problem>) -> Result<Response<Body>, Problem> {
+        let Some((policy, state)) = &self.0 else { return outcome };
+        match outcome {
+            Ok(mut response) => {
+                for (name, value) in [(RATELIMIT_POLICY, policy), (RATELIMIT, state)] {
+                    if let Ok(v) = HeaderValue::from_str(value) {
+                        response.headers_mut().insert(name, v);
+                    }
+                }
+                Ok(response)
+            }
+            Err(problem) => Err(self.decorate(problem)),
+        }
+    }
+
+    fn decorate(&self, problem: Problem) -> Problem {
+        match &self.0 {
+            Some((policy, state)) => problem
+                .header(header::HeaderName::from_static(RATELIMIT_POLICY), policy.clone())
+                .header(header::HeaderName::from_static(RATELIMIT), state.clone()),
+            None => problem,
+        }
+    }
+}
+
+pub const RATELIMIT_POLICY: &str = "ratelimit-policy";
+pub const RATELIMIT: &str = "ratelimit";
 
 /// The principal the authorizer described in `requestContext.authorizer`.
 /// Anything missing or malformed is a 401: never a default identity.
@@ -288,6 +563,13 @@ pub fn principal(req: &Request) -> Result<Principal, Problem> {
         customer: CustomerId::parse(text("customer")?).map_err(|_| Problem::unauthorized())?,
         role: text("role")?.parse::<Role>().map_err(|_| Problem::unauthorized())?,
         tier: text("tier")?.parse::<Tier>().map_err(|_| Problem::unauthorized())?,
+        scopes: match fields.get("scope") {
+            None => None,
+            Some(value) => {
+                let text = value.as_str().ok_or_else(Problem::unauthorized)?;
+                Some(crate::domain::client::parse_scope_list(text).map_err(|_| Problem::unauthorized())?)
+            }
+        },
     })
 }
 
@@ -390,6 +672,10 @@ impl From<RepoError> for Problem {
             RepoError::Conflict => Problem::conflict("conflict", "the resource changed concurrently; retry"),
             RepoError::Corrupt(m) => {
                 tracing::error!(error = %m, "stored data unreadable");
+                Problem::internal()
+            }
+            RepoError::Integrity(m) => {
+                tracing::error!(error = %m, "integrity check failed: record forged or altered in the store");
                 Problem::internal()
             }
         }

@@ -1,7 +1,10 @@
-//! pharmagate's shared library: the domain, the ports (item store, key vault)
-//! with their adapters, the repositories written once against those ports,
+//! pharmagate's shared library: the domain, the ports (item store, key vault,
+//! secret store) with their embedded and AWS adapters, the repositories written once against those ports,
 //! and the HTTP conventions every function follows.
 
+pub mod anomaly;
+pub mod audit;
+pub mod aws;
 pub mod clock;
 pub mod config;
 pub mod contract;
@@ -9,8 +12,17 @@ pub mod crypto;
 pub mod cursor;
 pub mod domain;
 pub mod embedded;
+pub mod guard;
 pub mod http;
+pub mod integrity;
+pub mod jwt;
+pub mod keycache;
+pub mod limits;
+pub mod metrics;
 pub mod ports;
+pub mod redact;
 pub mod repo;
 pub mod routes;
+pub mod secret_contract;
+pub mod signing;
 pub mod telemetry;

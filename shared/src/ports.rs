@@ -37,16 +37,27 @@ pub enum Table {
     Catalog,
     Keys,
     Customers,
+    /// OAuth clients and revoked access-token ids.
+    Clients,
+    /// Rate-limit and quota counters, authentication-failure counters and
+    /// blocks: short-lived, all with a TTL.
+    Usage,
+    /// The audit trail: hash-chained records of every request, with a TTL.
+    Audit,
 }
 
 impl Table {
-    pub const ALL: [Table; 3] = [Table::Catalog, Table::Keys, Table::Customers];
+    pub const ALL: [Table; 6] =
+        [Table::Catalog, Table::Keys, Table::Customers, Table::Clients, Table::Usage, Table::Audit];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Table::Catalog => "catalog",
             Table::Keys => "keys",
             Table::Customers => "customers",
+            Table::Clients => "clients",
+            Table::Usage => "usage",
+            Table::Audit => "audit",
         }
     }
 }
@@ -163,6 +174,12 @@ impl EncryptionContext {
     }
 }
 
+impl FromIterator<(String, String)> for EncryptionContext {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
+        EncryptionContext(pairs.into_iter().collect())
+    }
+}
+
 /// A fresh data key: the plaintext for immediate use, and its wrapped form to
 /// store beside the ciphertext.
 pub struct DataKey {
@@ -193,4 +210,103 @@ pub trait KeyVault: Send + Sync {
         wrapped: &[u8],
         context: &EncryptionContext,
     ) -> Result<Zeroizing<[u8; 32]>, VaultError>;
+}
+
+/// The staging labels of a secret version, as Secrets Manager names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    Current,
+    Pending,
+    Previous,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Current, Stage::Pending, Stage::Previous];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Current => "AWSCURRENT",
+            Stage::Pending => "AWSPENDING",
+            Stage::Previous => "AWSPREVIOUS",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// One version of a secret. The value is wiped from memory when dropped and
+/// never printed.
+pub struct SecretVersion {
+    pub version_id: String,
+    pub stages: Vec<Stage>,
+    pub value: Zeroizing<String>,
+}
+
+impl fmt::Debug for SecretVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SecretVersion {{ version_id: {:?}, stages: {:?}, value: [redacted] }}",
+            self.version_id, self.stages
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The secret itself does not exist (create it first).
+    #[error("no such secret: {0}")]
+    NotFound(String),
+    /// The request contradicts the secret's state: a version id reused with
+    /// another value, or a stage moved from a version that does not hold it.
+    #[error("secret conflict: {0}")]
+    Conflict(String),
+    #[error("secret store unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid secret request: {0}")]
+    Invalid(String),
+}
+
+/// Secret-store contract, modelled on Secrets Manager so the rotation
+/// protocol runs unchanged on both adapters:
+/// - a secret has versions (id chosen by the caller, like a
+///   `ClientRequestToken`) and each stage labels at most one version;
+/// - `put_version` is idempotent: the same id with the same value succeeds
+///   and changes nothing, the same id with another value is a `Conflict`;
+/// - giving a version `Current` (by put or move) moves `Previous` to the
+///   version that was current, as Secrets Manager does;
+/// - `move_stage` must name the version that holds the stage now (`from`)
+///   when one does, else `Conflict`; `to: None` removes the stage;
+/// - version ids are 1-64 printable ASCII characters, not ending in `_` (the
+///   Secrets Manager adapter pads them into 32-64 character request tokens).
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// Creates the secret with no versions; an existing secret is left as is.
+    async fn ensure_secret(&self, secret_id: &str) -> Result<(), SecretError>;
+    /// The version holding `stage`, if any. Always asks for the stage
+    /// explicitly (Secrets Manager's default can be stale).
+    async fn get_stage(&self, secret_id: &str, stage: Stage) -> Result<Option<SecretVersion>, SecretError>;
+    async fn get_version(
+        &self,
+        secret_id: &str,
+        version_id: &str,
+    ) -> Result<Option<SecretVersion>, SecretError>;
+    /// Every version that holds at least one stage, with its stages.
+    async fn staged_versions(&self, secret_id: &str) -> Result<Vec<(String, Vec<Stage>)>, SecretError>;
+    async fn put_version(
+        &self,
+        secret_id: &str,
+        version_id: &str,
+        value: &str,
+        stages: &[Stage],
+    ) -> Result<(), SecretError>;
+    async fn move_stage(
+        &self,
+        secret_id: &str,
+        stage: Stage,
+        to: Option<&str>,
+        from: Option<&str>,
+    ) -> Result<(), SecretError>;
 }

@@ -9,6 +9,9 @@ use crate::domain::{Permission, Principal};
 pub enum Function {
     Catalog,
     Keys,
+    Oauth,
+    /// Reading the audit trail (administrators).
+    Audit,
 }
 
 /// Who may call a route.
@@ -18,6 +21,8 @@ pub enum Access {
     Public,
     /// An authenticated principal holding at least one of these permissions.
     AnyOf(&'static [Permission]),
+    /// Any authenticated principal (its own data only, like `/v1/usage`).
+    Authenticated,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,18 +34,29 @@ pub struct Route {
     pub access: Access,
     /// The query parameters the route accepts; any other is refused.
     pub query: &'static [&'static str],
+    /// What a request costs against the caller's rate limit and daily quota
+    /// (protected routes only): a search scans, so it costs more.
+    pub cost: u64,
 }
 
 use Permission as P;
 
 pub const ROUTES: &[Route] = &[
-    Route { method: "GET", path: "/health", function: Function::Catalog, access: Access::Public, query: &[] },
+    Route {
+        method: "GET",
+        path: "/health",
+        function: Function::Catalog,
+        access: Access::Public,
+        query: &[],
+        cost: 1,
+    },
     Route {
         method: "GET",
         path: "/v1/products",
         function: Function::Catalog,
         access: Access::AnyOf(&[P::CatalogRead]),
         query: &["name", "formula", "cas", "limit", "cursor"],
+        cost: 2,
     },
     Route {
         method: "GET",
@@ -48,6 +64,7 @@ pub const ROUTES: &[Route] = &[
         function: Function::Catalog,
         access: Access::AnyOf(&[P::CatalogRead]),
         query: &[],
+        cost: 1,
     },
     Route {
         method: "PUT",
@@ -55,6 +72,7 @@ pub const ROUTES: &[Route] = &[
         function: Function::Catalog,
         access: Access::AnyOf(&[P::CatalogWrite]),
         query: &[],
+        cost: 1,
     },
     Route {
         method: "DELETE",
@@ -62,6 +80,7 @@ pub const ROUTES: &[Route] = &[
         function: Function::Catalog,
         access: Access::AnyOf(&[P::CatalogDelete]),
         query: &[],
+        cost: 1,
     },
     Route {
         method: "GET",
@@ -69,6 +88,7 @@ pub const ROUTES: &[Route] = &[
         function: Function::Catalog,
         access: Access::AnyOf(&[P::ManufacturingRead, P::ManufacturingReadAny]),
         query: &[],
+        cost: 1,
     },
     Route {
         method: "GET",
@@ -76,6 +96,7 @@ pub const ROUTES: &[Route] = &[
         function: Function::Keys,
         access: Access::AnyOf(&[P::KeysOwn, P::KeysAny]),
         query: &["customer", "limit", "cursor"],
+        cost: 1,
     },
     Route {
         method: "POST",
@@ -83,6 +104,7 @@ pub const ROUTES: &[Route] = &[
         function: Function::Keys,
         access: Access::AnyOf(&[P::KeysOwn, P::KeysAny]),
         query: &[],
+        cost: 1,
     },
     Route {
         method: "DELETE",
@@ -90,6 +112,7 @@ pub const ROUTES: &[Route] = &[
         function: Function::Keys,
         access: Access::AnyOf(&[P::KeysOwn, P::KeysAny]),
         query: &[],
+        cost: 1,
     },
     Route {
         method: "POST",
@@ -97,14 +120,121 @@ pub const ROUTES: &[Route] = &[
         function: Function::Keys,
         access: Access::AnyOf(&[P::KeysOwn, P::KeysAny]),
         query: &[],
+        cost: 1,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/usage",
+        function: Function::Keys,
+        access: Access::Authenticated,
+        query: &["principal"],
+        cost: 1,
+    },
+    // The authorization server. Its endpoints authenticate OAuth clients
+    // themselves (client_secret_basic / client_secret_post), so the gateway
+    // lets them through without the authorizer.
+    Route {
+        method: "POST",
+        path: "/oauth/token",
+        function: Function::Oauth,
+        access: Access::Public,
+        query: &[],
+        cost: 1,
+    },
+    Route {
+        method: "POST",
+        path: "/oauth/revoke",
+        function: Function::Oauth,
+        access: Access::Public,
+        query: &[],
+        cost: 1,
+    },
+    Route {
+        method: "POST",
+        path: "/oauth/introspect",
+        function: Function::Oauth,
+        access: Access::Public,
+        query: &[],
+        cost: 1,
+    },
+    Route {
+        method: "GET",
+        path: "/.well-known/jwks.json",
+        function: Function::Oauth,
+        access: Access::Public,
+        query: &[],
+        cost: 1,
+    },
+    Route {
+        method: "GET",
+        path: "/.well-known/oauth-authorization-server",
+        function: Function::Oauth,
+        access: Access::Public,
+        query: &[],
+        cost: 1,
+    },
+    Route {
+        method: "POST",
+        path: "/v1/clients",
+        function: Function::Oauth,
+        access: Access::AnyOf(&[P::ClientsManage]),
+        query: &[],
+        cost: 1,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/clients",
+        function: Function::Oauth,
+        access: Access::AnyOf(&[P::ClientsManage]),
+        query: &["customer", "limit", "cursor"],
+        cost: 1,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/clients/{id}",
+        function: Function::Oauth,
+        access: Access::AnyOf(&[P::ClientsManage]),
+        query: &[],
+        cost: 1,
+    },
+    Route {
+        method: "DELETE",
+        path: "/v1/clients/{id}",
+        function: Function::Oauth,
+        access: Access::AnyOf(&[P::ClientsManage]),
+        query: &[],
+        cost: 1,
+    },
+    Route {
+        method: "POST",
+        path: "/v1/clients/{id}/rotate-secret",
+        function: Function::Oauth,
+        access: Access::AnyOf(&[P::ClientsManage]),
+        query: &[],
+        cost: 1,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/audit",
+        function: Function::Audit,
+        access: Access::AnyOf(&[P::AuditRead]),
+        query: &["principal", "customer", "from", "to", "limit", "cursor"],
+        cost: 2,
     },
 ];
 
 impl Route {
+    /// `GET /v1/products/{cas}`: how logs, metrics and the audit trail name
+    /// the route (never with the caller's path values).
+    pub fn name(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
     pub fn allows(&self, principal: &Principal) -> bool {
         match self.access {
             Access::Public => true,
             Access::AnyOf(perms) => perms.iter().any(|p| principal.can(*p)),
+            Access::Authenticated => true,
         }
     }
 
@@ -144,6 +274,20 @@ pub fn match_route(method: &str, path: &str) -> RouteMatch {
     if allowed.is_empty() { RouteMatch::NotFound } else { RouteMatch::MethodNotAllowed(allowed) }
 }
 
+/// The route path of a request path that may start with the stage name
+/// (`/dev/v1/products`, like an execute-api URL): as given when it names a
+/// route, else without a leading `/<stage>`, so a stage may be called `v1`.
+pub fn without_stage<'a>(method: &str, path: &'a str, stage: Option<&str>) -> &'a str {
+    if match_route(method, path) != RouteMatch::NotFound {
+        return path;
+    }
+    let rest = stage.and_then(|stage| path.strip_prefix('/').and_then(|p| p.strip_prefix(stage)));
+    match rest {
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => path,
+    }
+}
+
 fn match_path(template: &'static str, path: &str) -> Option<Params> {
     let mut want = template.split('/');
     let mut got = path.split('/');
@@ -171,7 +315,8 @@ pub fn percent_decode(text: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
+            // Two hex digits exactly (`from_str_radix` alone would take `+A`).
+            let hex = text.get(i + 1..i + 3).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -208,6 +353,9 @@ mod tests {
         assert_eq!(match_route("GET", "/v1/products/"), RouteMatch::NotFound);
         assert_eq!(match_route("GET", "/v1/products//manufacturing"), RouteMatch::NotFound);
         assert_eq!(match_route("GET", "/v1/products/%zz"), RouteMatch::NotFound);
+        assert_eq!(percent_decode("x%+41yz"), None);
+        assert_eq!(percent_decode("x%-1"), None);
+        assert_eq!(percent_decode("%41%2f").as_deref(), Some("A/"));
     }
 
     #[test]

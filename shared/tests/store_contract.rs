@@ -84,3 +84,13 @@ async fn two_stores_on_one_file_share_items_and_counters() {
     }
     assert_eq!(wins, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_secrets_keep_the_secret_store_contract() {
+    use pharmagate_shared::embedded::{EmbeddedSecrets, LocalVault};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = SqliteStore::open(&dir.path().join("db.sqlite")).expect("open store");
+    let vault = LocalVault::open_or_create(&dir.path().join("master.key")).expect("vault");
+    let secrets = EmbeddedSecrets::new(db, Arc::new(vault));
+    pharmagate_shared::secret_contract::secret_store_contract(Arc::new(secrets)).await;
+}

@@ -7,7 +7,10 @@ use crate::harness::*;
 
 #[tokio::test]
 async fn a_cached_policy_covers_every_route_correctly() {
-    let server = Server::start_with(Opts { extra_args: vec!["--authorizer-cache-ttl".into(), "300".into()] });
+    let server = Server::start_with(Opts {
+        extra_args: vec!["--authorizer-cache-ttl".into(), "300".into()],
+        ..Opts::default()
+    });
     let api = server.api();
     let demo = server.demo().to_string();
     let admin = server.admin().to_string();
@@ -77,7 +80,10 @@ async fn a_cached_policy_covers_every_route_correctly() {
 /// authenticate that same value, or one key's policy is cached under another.
 #[tokio::test]
 async fn a_cached_policy_is_never_stored_under_another_key() {
-    let server = Server::start_with(Opts { extra_args: vec!["--authorizer-cache-ttl".into(), "300".into()] });
+    let server = Server::start_with(Opts {
+        extra_args: vec!["--authorizer-cache-ttl".into(), "300".into()],
+        ..Opts::default()
+    });
     let api = server.api();
     let stranger = forge_key("dev", "strangerkey1");
     let rb = api

@@ -189,6 +189,15 @@ async fn every_role_on_every_route() {
 
         // The principal's own key is untouched by all of this.
         assert_eq!(api.get("/v1/keys", key).await.status, 200, "{who}");
+
+        covered.insert("GET /v1/usage");
+        let usage = api.get("/v1/usage", key).await.json(200);
+        assert_eq!(usage["principal"], key_id(key), "{who}");
+        assert_eq!(usage["customer"], p.customer, "{who}");
+
+        client_routes(&api, key, p, &mut covered).await;
+        oauth_routes(&api, key, &mut covered).await;
+        audit_route(&api, key, p, &mut covered).await;
     }
 
     let table: BTreeSet<String> = ROUTES.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
@@ -206,12 +215,93 @@ async fn every_role_on_every_route() {
         ("POST", "/v1/keys"),
         ("DELETE", "/v1/keys/abcdefghijkl"),
         ("POST", "/v1/keys/abcdefghijkl/rotate"),
+        ("POST", "/v1/clients"),
+        ("GET", "/v1/clients"),
+        ("GET", "/v1/clients/pgc_x"),
+        ("DELETE", "/v1/clients/pgc_x"),
+        ("POST", "/v1/clients/pgc_x/rotate-secret"),
+        ("GET", "/v1/usage"),
+        ("GET", "/v1/audit"),
     ];
-    assert_eq!(anon.len() + 1, ROUTES.len());
+    // The authorization server's five routes are public (they authenticate
+    // clients themselves), as is /health.
+    assert_eq!(anon.len() + 6, ROUTES.len());
     for (method, path) in anon {
         api.method(method, path, ANON).await.assert_unauthorized();
     }
     assert_eq!(api.get("/health", ANON).await.json(200), json!({"status": "ok"}));
+}
+
+/// Client management: administrators only.
+async fn client_routes(api: &Api, key: &str, p: &Principal, covered: &mut BTreeSet<&'static str>) {
+    let who = format!("{} ({:?})", p.label, p.role);
+    covered.extend([
+        "POST /v1/clients",
+        "GET /v1/clients",
+        "GET /v1/clients/{id}",
+        "POST /v1/clients/{id}/rotate-secret",
+        "DELETE /v1/clients/{id}",
+    ]);
+    let body = json!({"name": "matrix client", "customer": p.customer, "scopes": ["catalog:read"]});
+    let r = api.post_json("/v1/clients", key, &body).await;
+    if p.role != Role::Admin {
+        r.assert_gateway_forbidden();
+        api.get("/v1/clients", key).await.assert_gateway_forbidden();
+        api.get("/v1/clients/pgc_x", key).await.assert_gateway_forbidden();
+        api.post_empty("/v1/clients/pgc_x/rotate-secret", key).await.assert_gateway_forbidden();
+        api.delete("/v1/clients/pgc_x", key).await.assert_gateway_forbidden();
+        return;
+    }
+    let id = r.json(201)["client_id"].as_str().unwrap().to_string();
+    let listed = api.get(&format!("/v1/clients?customer={}", p.customer), key).await.json(200);
+    assert!(listed["items"].as_array().unwrap().iter().any(|c| c["client_id"] == id.as_str()), "{who}");
+    assert_eq!(api.get(&format!("/v1/clients/{id}"), key).await.json(200)["client_id"], id.as_str());
+    let rotated = api.post_empty(&format!("/v1/clients/{id}/rotate-secret"), key).await.json(200);
+    assert!(rotated["client_secret"].as_str().is_some_and(|s| s.starts_with("pgcs_")), "{who}");
+    assert_eq!(api.delete(&format!("/v1/clients/{id}"), key).await.status, 204, "{who}");
+}
+
+/// The audit trail: administrators only. An administrator's own requests
+/// of this matrix are in it, under its key id, as the catalog saw them.
+async fn audit_route(api: &Api, key: &str, p: &Principal, covered: &mut BTreeSet<&'static str>) {
+    covered.insert("GET /v1/audit");
+    let path = format!("/v1/audit?principal={}&limit=100", key_id(key));
+    if p.role != Role::Admin {
+        api.get(&path, key).await.assert_gateway_forbidden();
+        return;
+    }
+    let read = api.get(&format!("/v1/products/{BLZ945}"), key).await;
+    let request_id = read.header("x-amzn-requestid").unwrap().to_string();
+    let page = api.get(&path, key).await.json(200);
+    let items = page["items"].as_array().unwrap();
+    assert!(items.iter().all(|r| r["principal"] == key_id(key)), "{page}");
+    let record = items.iter().find(|r| r["request_id"] == request_id.as_str()).expect("the read is audited");
+    let role = "admin";
+    assert_eq!(
+        (&record["function"], &record["customer"], &record["role"], &record["method"], &record["route"]),
+        (&json!("catalog"), &json!(p.customer), &json!(role), &json!("GET"), &json!("/v1/products/{cas}"))
+    );
+    assert_eq!(
+        (&record["cas"], &record["decision"], &record["reason"]),
+        (&json!(BLZ945), &json!("allowed"), &json!("ok"))
+    );
+    assert_eq!((&record["status"], &record["source_ip"]), (&json!(200), &json!("127.0.0.1")));
+}
+
+/// The authorization server's public routes: an API key is no client
+/// credential, and the discovery documents are open to all.
+async fn oauth_routes(api: &Api, key: &str, covered: &mut BTreeSet<&'static str>) {
+    covered.extend(["POST /oauth/token", "POST /oauth/revoke", "POST /oauth/introspect"]);
+    for path in ["/oauth/token", "/oauth/revoke", "/oauth/introspect"] {
+        let rb = api
+            .request(reqwest::Method::POST, path, key)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials&token=x");
+        api.send(rb).await.assert_oauth_error(401, "invalid_client");
+    }
+    covered.extend(["GET /.well-known/jwks.json", "GET /.well-known/oauth-authorization-server"]);
+    assert_eq!(api.get("/.well-known/jwks.json", key).await.status, 200);
+    assert_eq!(api.get("/.well-known/oauth-authorization-server", key).await.status, 200);
 }
 
 /// Manufacturing data: partners and developers need an entitlement for the

@@ -41,7 +41,10 @@ async fn forged_host_and_forwarding_headers_are_replaced_by_the_gateway() {
 
 #[tokio::test]
 async fn two_keys_are_refused_even_when_the_first_is_cached() {
-    let server = Server::start_with(Opts { extra_args: vec!["--authorizer-cache-ttl".into(), "300".into()] });
+    let server = Server::start_with(Opts {
+        extra_args: vec!["--authorizer-cache-ttl".into(), "300".into()],
+        ..Opts::default()
+    });
     let api = server.api();
     let demo = server.demo().to_string();
     assert_eq!(api.get("/v1/products/50-78-2", demo.as_str()).await.status, 200);
@@ -60,7 +63,8 @@ async fn two_keys_are_refused_even_when_the_first_is_cached() {
 
 #[tokio::test]
 async fn a_stage_named_v1_keeps_both_url_forms_working() {
-    let server = Server::start_with(Opts { extra_args: vec!["--stage".into(), "v1".into()] });
+    let server =
+        Server::start_with(Opts { extra_args: vec!["--stage".into(), "v1".into()], ..Opts::default() });
     let api = server.api();
     for path in ["/v1/products/50-78-2", "/v1/v1/products/50-78-2"] {
         let body = api.get(path, server.demo()).await.json(200);
@@ -112,7 +116,8 @@ fn a_busy_port_fails_before_seeding_so_no_shown_once_key_is_lost() {
 
 #[test]
 fn a_body_that_never_arrives_gets_408_instead_of_holding_the_connection() {
-    let server = Server::start_with(Opts { extra_args: vec!["--body-timeout".into(), "1".into()] });
+    let server =
+        Server::start_with(Opts { extra_args: vec!["--body-timeout".into(), "1".into()], ..Opts::default() });
     let addr = server.base.trim_start_matches("http://").to_string();
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();

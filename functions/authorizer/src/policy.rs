@@ -60,6 +60,15 @@ pub fn policy_for(principal: &Principal, base: &str) -> ApiGatewayCustomAuthoriz
     policy
 }
 
+/// Every method of every route of the stage (for a throttled caller, whom
+/// the function refuses itself).
+pub fn allow_everything(base: &str) -> ApiGatewayCustomAuthorizerPolicy {
+    let mut policy = ApiGatewayCustomAuthorizerPolicy::default();
+    policy.version = Some("2012-10-17".into());
+    policy.statement.push(statement(IamPolicyEffect::Allow, vec![format!("{base}/*")]));
+    policy
+}
+
 /// API Gateway's decision for `method_arn` under `policy`.
 pub fn evaluate(policy: &ApiGatewayCustomAuthorizerPolicy, method_arn: &str) -> bool {
     let applies = |s: &IamPolicyStatement| {
@@ -103,7 +112,13 @@ mod tests {
     const BASE: &str = "arn:aws:execute-api:eu-west-1:123456789012:abc123/prod";
 
     fn principal(role: Role) -> Principal {
-        Principal { id: "k".into(), customer: CustomerId::parse("acme").unwrap(), role, tier: Tier::Free }
+        Principal {
+            id: "k".into(),
+            customer: CustomerId::parse("acme").unwrap(),
+            role,
+            tier: Tier::Free,
+            scopes: None,
+        }
     }
 
     #[test]

@@ -9,11 +9,13 @@ use std::collections::HashMap;
 
 use http::{StatusCode, header};
 use lambda_http::{Body, Request, Response};
+use pharmagate_shared::audit::AuditTrail;
 use pharmagate_shared::config::Backend;
 use pharmagate_shared::cursor;
 use pharmagate_shared::domain::product::{MAX_FORMULA_CHARS, validate_formula};
 use pharmagate_shared::domain::{Cas, Permission, Principal, ProductDraft};
 use pharmagate_shared::http::{self as api, Problem};
+use pharmagate_shared::limits::Limiter;
 use pharmagate_shared::repo::catalog::{MAX_TOKEN_CHARS, PutOutcome, Search};
 use pharmagate_shared::repo::{CatalogRepo, CustomerRepo};
 use pharmagate_shared::routes::{Function, Params};
@@ -27,24 +29,37 @@ pub const MAX_PAGE: usize = 100;
 pub struct CatalogService {
     catalog: CatalogRepo,
     customers: CustomerRepo,
+    limiter: Limiter,
+    trail: AuditTrail,
 }
 
 type Outcome = Result<Response<Body>, Problem>;
 
 impl CatalogService {
     pub fn new(backend: &Backend) -> Self {
-        CatalogService { catalog: backend.catalog(), customers: backend.customers() }
+        CatalogService {
+            catalog: backend.catalog(),
+            customers: backend.customers(),
+            limiter: backend.limiter(),
+            trail: AuditTrail::new(backend, "catalog"),
+        }
     }
 
     /// The Lambda handler. Never fails: every error is a problem response.
     pub async fn handle(&self, req: Request) -> Result<Response<Body>, std::convert::Infallible> {
-        let log = api::RequestLog::start(&req);
-        let outcome = self.route(&req).await;
-        Ok(log.finish("catalog", outcome))
+        let log = api::RequestLog::start(&req, &self.trail);
+        let outcome = log.serve(self.route(&req)).await;
+        Ok(log.finish(outcome).await)
     }
 
     async fn route(&self, req: &Request) -> Outcome {
-        let api::Routed { route, params, query, principal } = api::route_request(req, Function::Catalog)?;
+        let routed = api::route_request(req, Function::Catalog)?;
+        let admission = api::admit(&self.limiter, &routed).await?;
+        admission.apply(self.dispatch(req, routed).await)
+    }
+
+    async fn dispatch(&self, req: &Request, routed: api::Routed) -> Outcome {
+        let api::Routed { route, params, query, principal } = routed;
         let Some(principal) = principal else {
             // The only public route.
             return Ok(api::json_response(StatusCode::OK, &json!({ "status": "ok" })));

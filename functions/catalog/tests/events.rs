@@ -8,6 +8,7 @@ use lambda_http::request::LambdaRequest;
 use pharmagate_catalog::CatalogService;
 use pharmagate_shared::config::{Backend, Settings};
 use pharmagate_shared::domain::{Cas, ProductDraft};
+use pharmagate_shared::limits::{Limit, LimitConfig};
 use serde_json::{Value, json};
 
 fn fixture() -> Value {
@@ -17,7 +18,12 @@ fn fixture() -> Value {
 
 async fn service() -> (tempfile::TempDir, CatalogService) {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Backend::embedded(&dir.path().join("data"), Settings::default()).unwrap();
+    // Many requests from one fixture principal: limits out of the way (the
+    // limiter has its own tests).
+    let high = Limit { rate: Some(1_000_000), window_seconds: 1, daily_quota: Some(1_000_000) };
+    let limits = LimitConfig { free: high, paid: high, ..LimitConfig::default() };
+    let settings = Settings { limits, ..Settings::default() };
+    let backend = Backend::embedded(&dir.path().join("data"), settings).unwrap();
     let draft: ProductDraft = serde_json::from_value(json!({
         "name": "BLZ-945", "molecular_formula": "C20H22N4O3S", "molecular_weight": 398.488
     }))

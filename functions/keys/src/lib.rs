@@ -10,13 +10,15 @@ use std::collections::HashMap;
 
 use http::{StatusCode, header};
 use lambda_http::{Body, Request, Response};
+use pharmagate_shared::audit::AuditTrail;
 use pharmagate_shared::clock::{now_secs, rfc3339};
 use pharmagate_shared::config::Backend;
 use pharmagate_shared::cursor;
-use pharmagate_shared::domain::{ApiKey, CustomerId, KeyId, Permission, Principal, Role, Tier};
+use pharmagate_shared::domain::{ApiKey, ClientId, CustomerId, KeyId, Permission, Principal, Role, Tier};
 use pharmagate_shared::http::{self as api, Problem};
+use pharmagate_shared::limits::Limiter;
 use pharmagate_shared::repo::keys::{IssueError, NewKey, RotateError, expiry_after_days, validate_label};
-use pharmagate_shared::repo::{KeyRecord, KeyRepo};
+use pharmagate_shared::repo::{ClientRepo, DEFAULT_GRACE_SECS, KeyRecord, KeyRepo, validate_grace};
 use pharmagate_shared::routes::{Function, Params};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -24,12 +26,13 @@ use serde_json::{Value, json};
 pub const MAX_BODY: usize = 4 * 1024;
 pub const DEFAULT_PAGE: usize = 20;
 pub const MAX_PAGE: usize = 100;
-pub const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
-pub const MAX_GRACE_SECS: i64 = 30 * 24 * 3600;
 
 pub struct KeysService {
     keys: KeyRepo,
+    clients: ClientRepo,
     max_keys_per_customer: usize,
+    limiter: Limiter,
+    trail: AuditTrail,
 }
 
 type Outcome = Result<Response<Body>, Problem>;
@@ -58,20 +61,33 @@ struct RotateBody {
 
 impl KeysService {
     pub fn new(backend: &Backend) -> Self {
-        KeysService { keys: backend.keys(), max_keys_per_customer: backend.settings.max_keys_per_customer }
+        KeysService {
+            keys: backend.keys(),
+            clients: backend.clients(),
+            max_keys_per_customer: backend.settings.max_keys_per_customer,
+            limiter: backend.limiter(),
+            trail: AuditTrail::new(backend, "keys"),
+        }
     }
 
     /// The Lambda handler. Never fails: every error is a problem response.
     pub async fn handle(&self, req: Request) -> Result<Response<Body>, std::convert::Infallible> {
-        let log = api::RequestLog::start(&req);
-        let outcome = self.route(&req).await;
-        Ok(log.finish("keys", outcome))
+        let log = api::RequestLog::start(&req, &self.trail);
+        let outcome = log.serve(self.route(&req)).await;
+        Ok(log.finish(outcome).await)
     }
 
     async fn route(&self, req: &Request) -> Outcome {
-        let api::Routed { route, params, query, principal } = api::route_request(req, Function::Keys)?;
+        let routed = api::route_request(req, Function::Keys)?;
+        let admission = api::admit(&self.limiter, &routed).await?;
+        admission.apply(self.dispatch(req, routed).await)
+    }
+
+    async fn dispatch(&self, req: &Request, routed: api::Routed) -> Outcome {
+        let api::Routed { route, params, query, principal } = routed;
         let principal = principal.ok_or_else(Problem::unauthorized)?;
         match (route.method, route.path) {
+            ("GET", "/v1/usage") => self.usage(&query, &principal).await,
             ("POST", "/v1/keys") => self.issue(req, &principal).await,
             ("GET", "/v1/keys") => self.list(&query, &principal).await,
             ("DELETE", "/v1/keys/{id}") => self.revoke(&principal, &params).await,
@@ -116,7 +132,7 @@ impl KeysService {
             }
             IssueError::Repo(e) => e.into(),
         })?;
-        tracing::info!(key_id = %record.id, customer = %record.customer, by = %principal.id, "key issued");
+        tracing::info!(key_id = %record.id, customer = %record.customer, by = ?principal.id, "key issued");
         Ok(created(&key, &record))
     }
 
@@ -147,7 +163,7 @@ impl KeysService {
     async fn revoke(&self, principal: &Principal, params: &Params) -> Outcome {
         let record = self.owned_key(principal, params).await?;
         self.keys.revoke(&record.id).await?;
-        tracing::info!(key_id = %record.id, by = %principal.id, "key revoked");
+        tracing::info!(key_id = %record.id, by = ?principal.id, "key revoked");
         Ok(api::empty_response(StatusCode::NO_CONTENT))
     }
 
@@ -155,12 +171,7 @@ impl KeysService {
         let record = self.owned_key(principal, params).await?;
         let body: Option<RotateBody> = api::optional_json_body(req, MAX_BODY)?;
         let grace = body.and_then(|b| b.grace_period_seconds).unwrap_or(DEFAULT_GRACE_SECS);
-        if !(0..=MAX_GRACE_SECS).contains(&grace) {
-            return Err(Problem::validation(
-                "grace_period_seconds",
-                format!("must be 0 to {MAX_GRACE_SECS}"),
-            ));
-        }
+        let grace = validate_grace(grace).map_err(|m| Problem::validation("grace_period_seconds", m))?;
         let cap = (!principal.can(Permission::KeysAny)).then_some(self.max_keys_per_customer);
         let (key, new) = self.keys.rotate(&record.id, grace, cap).await.map_err(|e| match e {
             RotateError::NotFound => no_key(),
@@ -180,8 +191,58 @@ impl KeysService {
             ),
             RotateError::Repo(e) => e.into(),
         })?;
-        tracing::info!(old_key_id = %record.id, key_id = %new.id, grace, by = %principal.id, "key rotated");
+        tracing::info!(old_key_id = %record.id, key_id = %new.id, grace, by = ?principal.id, "key rotated");
         Ok(created(&key, &new))
+    }
+
+    /// The caller's own limits and usage; an administrator may name any
+    /// principal (an API key id or an OAuth client id) with `?principal=`.
+    async fn usage(&self, params: &HashMap<String, String>, principal: &Principal) -> Outcome {
+        let subject = match params.get("principal") {
+            None => principal.clone(),
+            Some(id) if *id == principal.id => principal.clone(),
+            Some(_) if !principal.can(Permission::KeysAny) => {
+                return Err(Problem::forbidden("you may only see your own usage"));
+            }
+            Some(id) => self.principal_by_id(id).await?,
+        };
+        let limit = self.limiter.config().limit_for(&subject);
+        let usage = self.limiter.peek(&subject).await?;
+        let body = json!({
+            "principal": subject.id,
+            "customer": subject.customer,
+            "tier": subject.tier,
+            "limits": limit,
+            "usage": usage,
+        });
+        Ok(api::json_response(StatusCode::OK, &body))
+    }
+
+    /// Any principal by id, for administrators: a key, else a client.
+    async fn principal_by_id(&self, id: &str) -> Result<Principal, Problem> {
+        if let Ok(key_id) = KeyId::parse(id)
+            && let Some(record) = self.keys.get(&key_id).await?
+        {
+            return Ok(Principal {
+                id: record.id.to_string(),
+                customer: record.customer,
+                role: record.role,
+                tier: record.tier,
+                scopes: None,
+            });
+        }
+        if let Ok(client_id) = ClientId::parse(id)
+            && let Some(record) = self.clients.get(&client_id).await?
+        {
+            return Ok(Principal {
+                id: record.id.to_string(),
+                customer: record.customer,
+                role: Role::Partner,
+                tier: record.tier,
+                scopes: Some(record.scopes),
+            });
+        }
+        Err(Problem::not_found("no such principal"))
     }
 
     /// The key named in the path, if the principal may manage it; 404 otherwise.

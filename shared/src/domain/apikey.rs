@@ -23,8 +23,8 @@ const ID_LEN: usize = 12;
 const SECRET_LEN: usize = 32;
 const CHECKSUM_LEN: usize = 6;
 const MAX_KEY_LEN: usize = 64;
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+pub(crate) const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+pub(crate) const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
 /// Why a text is not a well-formed API key. Never shown to callers (they get
 /// one uniform 401); used in tests and logs as a reason code.
@@ -97,6 +97,10 @@ pub struct KeyHash([u8; 32]);
 impl KeyHash {
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn of(bytes: &[u8]) -> Self {
+        KeyHash(Sha256::digest(bytes).into())
     }
 
     pub fn from_hex(text: &str) -> Option<Self> {
@@ -206,7 +210,7 @@ fn checksum(body: &[u8]) -> String {
 
 /// Uniform random characters from `alphabet`, by rejection sampling OS
 /// randomness (no modulo bias).
-fn random_string(alphabet: &[u8], len: usize) -> String {
+pub(crate) fn random_string(alphabet: &[u8], len: usize) -> String {
     let limit = 256 - (256 % alphabet.len());
     let mut out = String::with_capacity(len);
     let mut buf = [0u8; 64];

@@ -31,10 +31,16 @@ pub enum Permission {
     /// Manage the API keys of every customer.
     #[serde(rename = "keys:any")]
     KeysAny,
+    /// Create, list, delete OAuth clients and rotate their secrets.
+    #[serde(rename = "clients:manage")]
+    ClientsManage,
+    /// Read the audit trail of every request.
+    #[serde(rename = "audit:read")]
+    AuditRead,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 7] = [
+    pub const ALL: [Permission; 9] = [
         Permission::CatalogRead,
         Permission::CatalogWrite,
         Permission::CatalogDelete,
@@ -42,7 +48,28 @@ impl Permission {
         Permission::ManufacturingReadAny,
         Permission::KeysOwn,
         Permission::KeysAny,
+        Permission::ClientsManage,
+        Permission::AuditRead,
     ];
+
+    /// The scope name (`catalog:read`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::CatalogRead => "catalog:read",
+            Permission::CatalogWrite => "catalog:write",
+            Permission::CatalogDelete => "catalog:delete",
+            Permission::ManufacturingRead => "manufacturing:read",
+            Permission::ManufacturingReadAny => "manufacturing:read-any",
+            Permission::KeysOwn => "keys:own",
+            Permission::KeysAny => "keys:any",
+            Permission::ClientsManage => "clients:manage",
+            Permission::AuditRead => "audit:read",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Permission> {
+        Permission::ALL.into_iter().find(|p| p.as_str() == text)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -190,16 +217,19 @@ impl fmt::Display for CustomerId {
 /// An authenticated caller, as the authorizer hands it to the functions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The API key id (public part of the key).
+    /// The API key id (public part of the key), or the OAuth client id.
     pub id: String,
     pub customer: CustomerId,
     pub role: Role,
     pub tier: Tier,
+    /// For OAuth access tokens: the granted scopes. The principal may do
+    /// only what its role allows *and* a scope names. `None` for API keys.
+    pub scopes: Option<Vec<Permission>>,
 }
 
 impl Principal {
     pub fn can(&self, permission: Permission) -> bool {
-        self.role.allows(permission)
+        self.role.allows(permission) && self.scopes.as_ref().is_none_or(|s| s.contains(&permission))
     }
 }
 
@@ -215,6 +245,9 @@ mod tests {
         assert!(!Role::Developer.allows(Permission::CatalogDelete));
         assert!(!Role::Developer.allows(Permission::KeysAny));
         assert!(!Role::Partner.allows(Permission::ManufacturingReadAny));
+        for role in [Role::Customer, Role::Partner, Role::Developer] {
+            assert!(!role.allows(Permission::AuditRead), "{role:?} reads the audit trail");
+        }
         for p in Permission::ALL {
             assert!(Role::Admin.allows(p));
         }
@@ -235,9 +268,35 @@ mod tests {
                 "manufacturing:read",
                 "manufacturing:read-any",
                 "keys:own",
-                "keys:any"
+                "keys:any",
+                "clients:manage",
+                "audit:read"
             ]
         );
+        for p in Permission::ALL {
+            assert_eq!(serde_json::to_value(p).unwrap().as_str(), Some(p.as_str()));
+            assert_eq!(Permission::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(Permission::parse("Catalog:read"), None);
+    }
+
+    #[test]
+    fn scopes_narrow_a_role_but_never_widen_it() {
+        let customer = CustomerId::parse("acme").unwrap();
+        let partner = |scopes: Option<Vec<Permission>>| Principal {
+            id: "c".into(),
+            customer: customer.clone(),
+            role: Role::Partner,
+            tier: Tier::Paid,
+            scopes,
+        };
+        assert!(partner(None).can(Permission::ManufacturingRead));
+        let narrowed = partner(Some(vec![Permission::CatalogRead]));
+        assert!(narrowed.can(Permission::CatalogRead));
+        assert!(!narrowed.can(Permission::ManufacturingRead));
+        let widened = partner(Some(vec![Permission::CatalogWrite, Permission::KeysAny]));
+        assert!(!widened.can(Permission::CatalogWrite));
+        assert!(!widened.can(Permission::KeysAny));
     }
 
     #[test]

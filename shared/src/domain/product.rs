@@ -4,6 +4,8 @@
 //! `ProductDraft` is what callers send (unknown fields rejected); `validate`
 //! turns it into a `Product`, the only form the store ever receives.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use super::cas::Cas;
@@ -177,8 +179,9 @@ pub fn validate_inchikey(text: &str) -> Result<String, FieldError> {
     }
 }
 
-/// One step of a manufacturing route.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One step of a manufacturing route. Confidential: `Debug` shows only the
+/// step number.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessStep {
     pub step: u32,
@@ -187,16 +190,18 @@ pub struct ProcessStep {
     pub conditions: Option<String>,
 }
 
-/// One release specification of the finished ingredient.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One release specification of the finished ingredient. Confidential.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Specification {
     pub test: String,
     pub limit: String,
 }
 
-/// The confidential manufacturing-process record. Only ever stored encrypted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The confidential manufacturing-process record. Only ever stored encrypted,
+/// and its `Debug` output shows the shape, never the text, so it cannot reach
+/// a log line by accident.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManufacturingProcess {
     pub route: String,
@@ -207,6 +212,29 @@ pub struct ManufacturingProcess {
     /// Set on generated demonstration data so nobody mistakes it for a real process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice: Option<String>,
+}
+
+impl fmt::Debug for ProcessStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProcessStep {{ step: {}, [redacted] }}", self.step)
+    }
+}
+
+impl fmt::Debug for Specification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Specification([redacted])")
+    }
+}
+
+impl fmt::Debug for ManufacturingProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ManufacturingProcess {{ [redacted]: {} steps, {} specifications }}",
+            self.steps.len(),
+            self.specifications.len()
+        )
+    }
 }
 
 pub const MAX_PROCESS_STEPS: usize = 50;
@@ -334,5 +362,21 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(m.validate().unwrap_err().field, "manufacturing.steps[1].step");
+    }
+
+    #[test]
+    fn debug_output_never_shows_manufacturing_text() {
+        let draft: ProductDraft = serde_json::from_value(serde_json::json!({
+            "name": "x", "molecular_formula": "H2O", "molecular_weight": 18.0,
+            "manufacturing": {
+                "route": "secret route text", "site": "secret site",
+                "steps": [{"step": 1, "operation": "secret operation", "conditions": "secret conditions"}],
+                "specifications": [{"test": "secret test", "limit": "secret limit"}]
+            }
+        }))
+        .unwrap();
+        let shown = format!("{draft:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("ManufacturingProcess { [redacted]: 1 steps, 1 specifications }"), "{shown}");
     }
 }

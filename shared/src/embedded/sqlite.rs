@@ -28,6 +28,22 @@ CREATE TABLE IF NOT EXISTS items (
     expires_at INTEGER,
     PRIMARY KEY (tbl, pk, sk)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS secrets (
+    secret_id TEXT PRIMARY KEY
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS secret_versions (
+    secret_id TEXT NOT NULL,
+    version_id TEXT NOT NULL,
+    sealed TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (secret_id, version_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS secret_stages (
+    secret_id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    version_id TEXT NOT NULL,
+    PRIMARY KEY (secret_id, stage)
+) WITHOUT ROWID;
 ";
 const MAX_IDLE_CONNECTIONS: usize = 8;
 
@@ -60,7 +76,7 @@ impl SqliteStore {
     }
 
     /// Runs `work` on a pooled connection on the blocking thread pool.
-    async fn with_conn<T, F>(&self, work: F) -> Result<T, StoreError>
+    pub(crate) async fn with_conn<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -94,7 +110,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn unavailable(e: impl ToString) -> StoreError {
+pub(crate) fn unavailable(e: impl ToString) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 

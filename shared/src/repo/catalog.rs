@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::RepoError;
-use crate::crypto;
+use crate::crypto::{self, Binding};
 use crate::domain::{Cas, ManufacturingProcess, Product};
 use crate::ports::{Attrs, Condition, EncryptionContext, Item, ItemStore, KeyVault, Query, Table, WriteOp};
 
@@ -72,14 +72,14 @@ fn product_pk(cas: Cas) -> String {
     format!("PRODUCT#{cas}")
 }
 
-fn manufacturing_context(cas: Cas) -> EncryptionContext {
+/// The data key is per (table, field), cached across products; the product
+/// is in the associated data, so a record moved to another product fails.
+fn manufacturing_binding(cas: Cas) -> Binding {
     let pk = product_pk(cas);
-    EncryptionContext::new([
-        ("table", Table::Catalog.as_str()),
-        ("pk", pk.as_str()),
-        ("sk", MANUFACTURING_SK),
-        ("field", "process"),
-    ])
+    Binding {
+        key_context: EncryptionContext::new([("table", Table::Catalog.as_str()), ("field", "process")]),
+        item: EncryptionContext::new([("pk", pk.as_str()), ("sk", MANUFACTURING_SK)]),
+    }
 }
 
 /// Lower-cased names and synonyms, plus every word-start suffix of them, so
@@ -169,7 +169,7 @@ impl CatalogRepo {
         let sealed = match manufacturing {
             Some(m) => {
                 let text = serde_json::to_vec(m).map_err(RepoError::corrupt)?;
-                Some(crypto::seal(self.vault.as_ref(), &manufacturing_context(cas), &text).await?)
+                Some(crypto::seal(self.vault.as_ref(), &manufacturing_binding(cas), &text).await?)
             }
             None => None,
         };
@@ -266,7 +266,7 @@ impl CatalogRepo {
             .get("process")
             .and_then(Value::as_str)
             .ok_or_else(|| RepoError::corrupt("no ciphertext"))?;
-        let plain = crypto::open(self.vault.as_ref(), &manufacturing_context(cas), sealed).await?;
+        let plain = crypto::open(self.vault.as_ref(), &manufacturing_binding(cas), sealed).await?;
         let record = serde_json::from_slice(&plain).map_err(RepoError::corrupt)?;
         Ok(Some(record))
     }

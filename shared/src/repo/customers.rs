@@ -1,5 +1,9 @@
 //! Customers' entitlements: which products' manufacturing data a customer may
 //! read. Layout in the `customers` table: `CUSTOMER#<id>` / `ENT#<cas>`.
+//!
+//! Every entitlement carries an integrity MAC (`crate::integrity`): one
+//! written straight into the table, or copied from another customer, does
+//! not verify and grants nothing (it is logged as an error).
 
 use std::sync::Arc;
 
@@ -8,11 +12,13 @@ use serde_json::json;
 use super::RepoError;
 use crate::clock::now_secs;
 use crate::domain::{Cas, CustomerId};
+use crate::integrity::Integrity;
 use crate::ports::{Attrs, Condition, Item, ItemStore, Query, Table};
 
 #[derive(Clone)]
 pub struct CustomerRepo {
     store: Arc<dyn ItemStore>,
+    integrity: Arc<Integrity>,
 }
 
 fn customer_pk(customer: &CustomerId) -> String {
@@ -24,13 +30,28 @@ fn entitlement_sk(cas: Cas) -> String {
 }
 
 impl CustomerRepo {
-    pub fn new(store: Arc<dyn ItemStore>) -> Self {
-        CustomerRepo { store }
+    pub fn new(store: Arc<dyn ItemStore>, integrity: Arc<Integrity>) -> Self {
+        CustomerRepo { store, integrity }
     }
 
     pub async fn is_entitled(&self, customer: &CustomerId, cas: Cas) -> Result<bool, RepoError> {
         let item = self.store.get(Table::Customers, &customer_pk(customer), &entitlement_sk(cas)).await?;
-        Ok(item.is_some())
+        match item {
+            Some(item) => self.verified(&item).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Whether a stored entitlement is genuine; a forged one is logged.
+    async fn verified(&self, item: &Item) -> Result<bool, RepoError> {
+        match self.integrity.verify(Table::Customers, item).await {
+            Ok(()) => Ok(true),
+            Err(crate::integrity::IntegrityError::Invalid(m)) => {
+                tracing::error!(error = %m, "entitlement failed its integrity check; ignored");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn grant(&self, customer: &CustomerId, cas: Cas) -> Result<(), RepoError> {
@@ -38,7 +59,8 @@ impl CustomerRepo {
             ("cas".to_string(), json!(cas)),
             ("granted_at".to_string(), json!(now_secs())),
         ]);
-        let item = Item::new(customer_pk(customer), entitlement_sk(cas), attrs);
+        let mut item = Item::new(customer_pk(customer), entitlement_sk(cas), attrs);
+        self.integrity.sign(Table::Customers, &mut item).await?;
         Ok(self.store.put(Table::Customers, item, Condition::Always).await?)
     }
 
@@ -47,7 +69,7 @@ impl CustomerRepo {
         Ok(self.store.delete(Table::Customers, &pk, &entitlement_sk(cas), Condition::Always).await?)
     }
 
-    /// Every CAS number the customer is entitled to.
+    /// Every CAS number the customer is entitled to (genuine entries only).
     pub async fn entitlements(&self, customer: &CustomerId) -> Result<Vec<Cas>, RepoError> {
         let mut out = Vec::new();
         let mut after = None;
@@ -61,8 +83,10 @@ impl CustomerRepo {
             };
             let page = self.store.query(query).await?;
             for item in &page.items {
-                let text = item.sk.trim_start_matches("ENT#");
-                out.push(Cas::parse(text).map_err(RepoError::corrupt)?);
+                if self.verified(item).await? {
+                    let text = item.sk.trim_start_matches("ENT#");
+                    out.push(Cas::parse(text).map_err(RepoError::corrupt)?);
+                }
             }
             match page.next {
                 Some(next) => after = Some(next),

@@ -7,6 +7,10 @@
 //! - `CUSTOMER#<customer>` / `KEYSET`: a version bumped by every issue, so
 //!   concurrent issues for one customer serialize and the per-customer cap
 //!   holds exactly.
+//!
+//! Key records carry an integrity MAC (`crate::integrity`), checked on every
+//! read: a record forged or altered in the store (a raised role or tier, a
+//! cleared revocation) is refused, never turned into a principal.
 
 use std::sync::Arc;
 
@@ -16,6 +20,7 @@ use serde_json::{Value, json};
 use super::RepoError;
 use crate::clock::now_secs;
 use crate::domain::{ApiKey, CustomerId, KeyHash, KeyId, Role, Tier};
+use crate::integrity::Integrity;
 use crate::ports::{Attrs, Condition, Item, ItemStore, Query, StoreError, Table, WriteOp};
 
 const KEY_SK: &str = "KEY";
@@ -123,6 +128,7 @@ pub enum RotateError {
 #[derive(Clone)]
 pub struct KeyRepo {
     store: Arc<dyn ItemStore>,
+    integrity: Arc<Integrity>,
     env: String,
 }
 
@@ -143,19 +149,33 @@ fn record_attrs(record: &KeyRecord) -> Attrs {
 
 impl KeyRepo {
     /// `env` is the environment name baked into issued keys (`dev`, `live`…).
-    pub fn new(store: Arc<dyn ItemStore>, env: impl Into<String>) -> Self {
-        KeyRepo { store, env: env.into() }
+    pub fn new(store: Arc<dyn ItemStore>, integrity: Arc<Integrity>, env: impl Into<String>) -> Self {
+        KeyRepo { store, integrity, env: env.into() }
     }
 
     pub fn env(&self) -> &str {
         &self.env
     }
 
+    /// The key record, verified: `Err(RepoError::Integrity)` if it was
+    /// forged or altered in the store.
     pub async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, RepoError> {
         let Some(item) = self.store.get(Table::Keys, &key_pk(id), KEY_SK).await? else {
             return Ok(None);
         };
-        serde_json::from_value(Value::Object(item.attrs)).map(Some).map_err(RepoError::corrupt)
+        let attrs = self.integrity.verified_attrs(Table::Keys, item).await?;
+        let record: KeyRecord = serde_json::from_value(Value::Object(attrs)).map_err(RepoError::corrupt)?;
+        if record.id != *id {
+            return Err(RepoError::Integrity(format!("record under {id} names key {}", record.id)));
+        }
+        Ok(Some(record))
+    }
+
+    /// The record as a signed item, ready to write.
+    async fn signed_item(&self, record: &KeyRecord) -> Result<Item, RepoError> {
+        let mut item = Item::new(key_pk(&record.id), KEY_SK, record_attrs(record));
+        self.integrity.sign(Table::Keys, &mut item).await?;
+        Ok(item)
     }
 
     /// Issues a key. With `cap`, refuses when the customer already has that
@@ -183,7 +203,7 @@ impl KeyRepo {
                 replaced_by: None,
                 rev: 1,
             };
-            let mut ops = self.insert_ops(&record);
+            let mut ops = self.insert_ops(&record).await?;
             ops.push(self.bump_keyset(&new.customer, version));
             match self.store.transact(ops).await {
                 Ok(()) => return Ok((key, record)),
@@ -194,12 +214,12 @@ impl KeyRepo {
         Err(RepoError::Conflict.into())
     }
 
-    fn insert_ops(&self, record: &KeyRecord) -> Vec<WriteOp> {
+    async fn insert_ops(&self, record: &KeyRecord) -> Result<Vec<WriteOp>, RepoError> {
         let reference = Attrs::from_iter([("id".to_string(), json!(record.id))]);
-        vec![
+        Ok(vec![
             WriteOp::Put {
                 table: Table::Keys,
-                item: Item::new(key_pk(&record.id), KEY_SK, record_attrs(record)),
+                item: self.signed_item(record).await?,
                 condition: Condition::NotExists,
             },
             WriteOp::Put {
@@ -216,7 +236,7 @@ impl KeyRepo {
                 item: Item::new(ALL_PK, record.id.as_str(), reference),
                 condition: Condition::NotExists,
             },
-        ]
+        ])
     }
 
     async fn keyset_version(&self, customer: &CustomerId) -> Result<i64, RepoError> {
@@ -287,7 +307,7 @@ impl KeyRepo {
                 return Ok(Some(record));
             }
             record.revoked_at = Some(now_secs());
-            match self.store.transact(vec![self.update_op(&record)]).await {
+            match self.store.transact(vec![self.update_op(&record).await?]).await {
                 Ok(()) => return Ok(Some(record)),
                 Err(StoreError::ConditionFailed) => continue,
                 Err(e) => return Err(e.into()),
@@ -340,8 +360,8 @@ impl KeyRepo {
             let grace_end = now + grace_secs.max(0);
             retired.expires_at = Some(old.expires_at.map_or(grace_end, |t| t.min(grace_end)));
             retired.replaced_by = Some(new.id.clone());
-            let mut ops = self.insert_ops(&new);
-            ops.push(self.update_op(&retired));
+            let mut ops = self.insert_ops(&new).await?;
+            ops.push(self.update_op(&retired).await?);
             ops.push(self.bump_keyset(&old.customer, version));
             match self.store.transact(ops).await {
                 Ok(()) => return Ok((key, new)),
@@ -355,13 +375,13 @@ impl KeyRepo {
 
     /// Writes a changed record, bumping `rev`, only if nobody else changed it
     /// since it was read.
-    fn update_op(&self, record: &KeyRecord) -> WriteOp {
+    async fn update_op(&self, record: &KeyRecord) -> Result<WriteOp, RepoError> {
         let mut next = record.clone();
         next.rev = record.rev + 1;
-        WriteOp::Put {
+        Ok(WriteOp::Put {
             table: Table::Keys,
-            item: Item::new(key_pk(&record.id), KEY_SK, record_attrs(&next)),
+            item: self.signed_item(&next).await?,
             condition: Condition::AttrEquals("rev".into(), json!(record.rev)),
-        }
+        })
     }
 }

@@ -1,0 +1,13 @@
+//! Lambda entry point of the audit function: build state once, then serve.
+
+use lambda_http::{Error, service_fn};
+use pharmagate_audit::AuditService;
+use pharmagate_shared::config::Backend;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    pharmagate_shared::telemetry::init_json();
+    let backend = Backend::from_env().await?;
+    let service = &AuditService::new(&backend);
+    lambda_http::run(service_fn(move |req| service.handle(req))).await
+}

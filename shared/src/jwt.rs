@@ -111,6 +111,10 @@ pub struct KeyMaterialError(&'static str);
 pub struct SigningKey {
     kid: String,
     key: ed25519_dalek::SigningKey,
+    /// Unix time from which the key may sign (see `crate::rotation`): a
+    /// rotated-in key is published first and used only once every verifier
+    /// has had time to learn it. `None`: at once.
+    sign_from: Option<i64>,
 }
 
 impl fmt::Debug for SigningKey {
@@ -129,6 +133,10 @@ struct PrivateJwk {
     kid: String,
     x: String,
     d: String,
+    /// Our own member (RFC 7517 §4 allows more): when the key may start
+    /// signing. Absent in keys made before rotation existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sign_from: Option<i64>,
 }
 
 impl SigningKey {
@@ -141,7 +149,22 @@ impl SigningKey {
     fn from_seed(seed: &[u8; 32]) -> Self {
         let key = ed25519_dalek::SigningKey::from_bytes(seed);
         let kid = thumbprint(&key.verifying_key());
-        SigningKey { kid, key }
+        SigningKey { kid, key, sign_from: None }
+    }
+
+    /// The same key, allowed to sign from `at` (Unix seconds) on.
+    pub fn with_sign_from(mut self, at: i64) -> Self {
+        self.sign_from = Some(at);
+        self
+    }
+
+    pub fn sign_from(&self) -> Option<i64> {
+        self.sign_from
+    }
+
+    /// Whether the key may sign at `now`.
+    pub fn may_sign_at(&self, now: i64) -> bool {
+        self.sign_from.is_none_or(|t| t <= now)
     }
 
     pub fn kid(&self) -> &str {
@@ -162,6 +185,7 @@ impl SigningKey {
             kid: self.kid.clone(),
             x: B64.encode(self.key.verifying_key().as_bytes()),
             d: B64.encode(seed.as_ref()),
+            sign_from: self.sign_from,
         };
         Zeroizing::new(serde_json::to_string(&jwk).expect("a JWK serializes"))
     }
@@ -177,6 +201,7 @@ impl SigningKey {
         let seed: &[u8; 32] =
             seed.as_slice().try_into().map_err(|_| KeyMaterialError("d is not 32 bytes"))?;
         let key = Self::from_seed(seed);
+        let key = SigningKey { sign_from: jwk.sign_from, ..key };
         if B64.encode(key.key.verifying_key().as_bytes()) != jwk.x || key.kid != jwk.kid {
             return Err(KeyMaterialError("x or kid does not match d"));
         }

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod ports;
 pub mod redact;
 pub mod repo;
+pub mod rotation;
 pub mod routes;
 pub mod secret_contract;
 pub mod signing;

@@ -7,6 +7,10 @@
 //! these stages is no longer accepted: that is how a compromised key is
 //! withdrawn.
 //!
+//! A rotated-in key carries `sign_from` (see `crate::rotation`): until then
+//! the previous key keeps signing, so no verifier is ever handed a token
+//! whose key it has not had time to read.
+//!
 //! Each process caches what it read for `ttl`; a token naming an unknown
 //! `kid` triggers one early re-read, at most once per `min_refresh`, so an
 //! attacker sending made-up key ids cannot make us hammer the secret store.
@@ -43,7 +47,10 @@ impl From<SecretError> for SigningError {
 
 struct Snapshot {
     loaded_at: Instant,
+    /// The `AWSCURRENT` key.
     signer: Option<Arc<SigningKey>>,
+    /// The `AWSPREVIOUS` key, which signs until the current one's `sign_from`.
+    outgoing: Option<Arc<SigningKey>>,
     keys: Arc<KeySet>,
 }
 
@@ -99,10 +106,21 @@ impl SigningKeys {
         }
     }
 
-    /// The key that signs new tokens.
+    /// The key that signs new tokens now.
     pub async fn signer(&self) -> Result<Arc<SigningKey>, SigningError> {
+        self.signer_at(crate::clock::now_secs()).await
+    }
+
+    /// The key that signs at `now`: the current one once its `sign_from` has
+    /// come, the previous one before that.
+    pub async fn signer_at(&self, now: i64) -> Result<Arc<SigningKey>, SigningError> {
         let snapshot = self.fresh_snapshot().await?;
-        snapshot.signer.clone().ok_or_else(|| SigningError::NoCurrentKey(self.secret_id.clone()))
+        let current =
+            snapshot.signer.clone().ok_or_else(|| SigningError::NoCurrentKey(self.secret_id.clone()))?;
+        match &snapshot.outgoing {
+            Some(previous) if !current.may_sign_at(now) => Ok(previous.clone()),
+            _ => Ok(current),
+        }
     }
 
     /// Every key a token may be signed with (the JWKS).
@@ -149,6 +167,7 @@ impl SigningKeys {
 
     async fn reload(&self) -> Result<Arc<Snapshot>, SigningError> {
         let mut signer = None;
+        let mut outgoing = None;
         let mut public = Vec::new();
         for stage in [Stage::Current, Stage::Pending, Stage::Previous] {
             let Some(version) = self.secrets.get_stage(&self.secret_id, stage).await? else { continue };
@@ -158,12 +177,14 @@ impl SigningKeys {
                 message: e.to_string(),
             })?;
             public.push(key.public());
-            if stage == Stage::Current {
-                signer = Some(Arc::new(key));
+            match stage {
+                Stage::Current => signer = Some(Arc::new(key)),
+                Stage::Previous => outgoing = Some(Arc::new(key)),
+                Stage::Pending => {}
             }
         }
-        let snapshot =
-            Arc::new(Snapshot { loaded_at: Instant::now(), signer, keys: Arc::new(KeySet::new(public)) });
+        let keys = Arc::new(KeySet::new(public));
+        let snapshot = Arc::new(Snapshot { loaded_at: Instant::now(), signer, outgoing, keys });
         if let Ok(mut slot) = self.snapshot.lock() {
             *slot = Some(snapshot.clone());
         }

@@ -1,0 +1,398 @@
+//! Rotation of the token signing key through the Secrets Manager rotation
+//! protocol: `createSecret`, `setSecret`, `testSecret`, `finishSecret`, each
+//! called with the secret and a `ClientRequestToken` naming the new version.
+//! The `rotation` function runs these steps for Secrets Manager; `pharmagate
+//! rotate` runs the same code on the embedded secret store.
+//!
+//! Zero failed requests: the new key is written as `AWSPENDING`, which every
+//! verifier already accepts (`crate::signing`), with `sign_from` set one
+//! verifier-cache lifetime (plus a margin) ahead, so no token is signed with
+//! it before every verifier has had time to read it. `finishSecret` makes it
+//! `AWSCURRENT`; the old key becomes `AWSPREVIOUS`, still accepted, and keeps
+//! signing until `sign_from`. The key that was previous is dropped, so a
+//! rotation that would drop it while tokens it signed may still be valid is
+//! refused (`TooSoon`) instead.
+//!
+//! Every step is safe to re-run, as Secrets Manager retries: stages are read
+//! explicitly, a step finding its work done writes nothing, and a token that
+//! is neither pending nor current is refused without writing.
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::jwt::{self, Claims, Expectations, KeySet, SigningKey};
+use crate::ports::{SecretError, SecretStore, SecretVersion, Stage};
+
+/// Added to the verifiers' cache lifetime before a new key signs: covers a
+/// verifier whose re-read was in flight when the key was published.
+pub const PUBLISH_MARGIN_SECS: i64 = 2;
+
+/// The four steps, named as Secrets Manager names them in the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Create,
+    Set,
+    Test,
+    Finish,
+}
+
+impl Step {
+    pub const ALL: [Step; 4] = [Step::Create, Step::Set, Step::Test, Step::Finish];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Create => "createSecret",
+            Step::Set => "setSecret",
+            Step::Test => "testSecret",
+            Step::Finish => "finishSecret",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// Whether a step changed the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Changed,
+    Unchanged,
+}
+
+/// The timing rules, derived from the settings every function shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationPolicy {
+    /// From publishing a key to its first signature: the verifiers' cache
+    /// lifetime plus [`PUBLISH_MARGIN_SECS`].
+    pub publish_delay_secs: i64,
+    /// From a key's last signature to the last moment a token it signed can
+    /// be accepted: token lifetime, verification leeway, and the signers'
+    /// cache lifetime (a signer may use a key that long after it changed).
+    pub retire_after_secs: i64,
+}
+
+impl RotationPolicy {
+    pub fn from_settings(settings: &Settings) -> Self {
+        let cache = settings.signing_key_cache_secs as i64;
+        RotationPolicy {
+            publish_delay_secs: cache + PUBLISH_MARGIN_SECS,
+            retire_after_secs: settings.token_lifetime_secs + jwt::LEEWAY_SECS + cache,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    /// Secrets Manager's "not set as AWSPENDING": nothing was written.
+    #[error("version {token} of {secret} is neither AWSPENDING nor AWSCURRENT; nothing was written")]
+    NotPending { secret: String, token: String },
+    #[error("{0} has no AWSCURRENT version: bootstrap it first (pharmagate dev or aws bootstrap)")]
+    NoCurrent(String),
+    /// Rotating now would drop the previous key while its tokens live.
+    #[error(
+        "not rotating {secret} yet: that would withdraw key {kid}, whose tokens may be accepted until \
+         {until} (Unix time); rotate after then, or use the compromised-key rotation to withdraw it now"
+    )]
+    TooSoon { secret: String, kid: String, until: i64 },
+    #[error("key material of {secret} version {version} is unusable: {message}")]
+    BadKey { secret: String, version: String, message: String },
+    #[error("testSecret failed for {secret} version {token}: {message}")]
+    TestFailed { secret: String, token: String, message: String },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+/// The rotation of one signing-key secret.
+pub struct SigningKeyRotation {
+    secrets: Arc<dyn SecretStore>,
+    secret_id: String,
+    policy: RotationPolicy,
+    clock: Clock,
+}
+
+impl SigningKeyRotation {
+    pub fn new(secrets: Arc<dyn SecretStore>, secret_id: impl Into<String>, policy: RotationPolicy) -> Self {
+        SigningKeyRotation { secrets, secret_id: secret_id.into(), policy, clock: Clock::system() }
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn secret_id(&self) -> &str {
+        &self.secret_id
+    }
+
+    /// Runs one step for version `token`, as Secrets Manager invokes it.
+    pub async fn run(&self, step: Step, token: &str) -> Result<Outcome, RotationError> {
+        let outcome = match step {
+            Step::Create => self.create(token).await,
+            Step::Set => self.set(token).await,
+            Step::Test => self.test(token).await,
+            Step::Finish => self.finish(token).await,
+        };
+        match &outcome {
+            Ok(o) => {
+                tracing::info!(secret = %self.secret_id, %token, step = step.as_str(), outcome = ?o, "rotation step")
+            }
+            Err(e) => {
+                tracing::error!(secret = %self.secret_id, %token, step = step.as_str(), error = %e, "rotation step failed")
+            }
+        }
+        outcome
+    }
+
+    /// All four steps in order: a scheduled rotation, as Secrets Manager
+    /// drives it.
+    pub async fn rotate(&self, token: &str) -> Result<(), RotationError> {
+        for step in Step::ALL {
+            self.run(step, token).await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a compromised current key at once: the new key signs
+    /// immediately and the old one is withdrawn (no stage), so verifiers stop
+    /// accepting it within their cache lifetime. Tokens it signed stop
+    /// working; verifiers that have not read the new key yet re-read on its
+    /// unknown `kid`.
+    pub async fn rotate_compromised(&self, token: &str) -> Result<(), RotationError> {
+        let current = self.current().await?;
+        let key = SigningKey::generate().with_sign_from(self.clock.now());
+        self.secrets.put_version(&self.secret_id, token, &key.to_secret(), &[Stage::Pending]).await?;
+        self.test(token).await?;
+        self.finish(token).await?;
+        if current.version_id != token {
+            self.secrets
+                .move_stage(&self.secret_id, Stage::Previous, None, Some(&current.version_id))
+                .await?;
+        }
+        tracing::warn!(secret = %self.secret_id, withdrawn = %current.version_id, "compromised signing key withdrawn");
+        Ok(())
+    }
+
+    /// `createSecret`: new key material as `AWSPENDING`, unless this version
+    /// already has it. A stale `AWSPENDING` left by a crashed rotation moves
+    /// to the new version (it never signed anything).
+    async fn create(&self, token: &str) -> Result<Outcome, RotationError> {
+        let stages = self.stages_of(token).await?;
+        if stages.contains(&Stage::Current) {
+            return Ok(Outcome::Unchanged);
+        }
+        if let Some(existing) = self.secrets.get_version(&self.secret_id, token).await? {
+            return if existing.stages.contains(&Stage::Pending) {
+                Ok(Outcome::Unchanged)
+            } else {
+                Err(self.not_pending(token))
+            };
+        }
+        // No value yet: a token we have never seen (our drivers) or one
+        // Secrets Manager labelled AWSPENDING before calling us.
+        if !stages.is_empty() && !stages.contains(&Stage::Pending) {
+            return Err(self.not_pending(token));
+        }
+        self.check_previous_retired().await?;
+        let sign_from = self.clock.now() + self.policy.publish_delay_secs;
+        let key = SigningKey::generate().with_sign_from(sign_from);
+        self.secrets.put_version(&self.secret_id, token, &key.to_secret(), &[Stage::Pending]).await?;
+        Ok(Outcome::Changed)
+    }
+
+    /// Refuses a rotation that would drop `AWSPREVIOUS` while tokens it
+    /// signed may still be accepted. The previous key signed until the
+    /// current key's `sign_from`.
+    async fn check_previous_retired(&self) -> Result<(), RotationError> {
+        let current = self.current().await?;
+        let Some(previous) = self.secrets.get_stage(&self.secret_id, Stage::Previous).await? else {
+            return Ok(());
+        };
+        let last_signature = self.key_of(&current)?.sign_from().unwrap_or(0);
+        let until = last_signature + self.policy.retire_after_secs;
+        if self.clock.now() < until {
+            let kid = self.key_of(&previous)?.kid().to_string();
+            return Err(RotationError::TooSoon { secret: self.secret_id.clone(), kid, until });
+        }
+        Ok(())
+    }
+
+    /// `setSecret`: there is no external service holding this key; what
+    /// "setting" it means is that verifiers can find it. Checks that a
+    /// verifier reading the secret now gets the pending key in its set.
+    async fn set(&self, token: &str) -> Result<Outcome, RotationError> {
+        let Some(pending) = self.pending(token).await? else { return Ok(Outcome::Unchanged) };
+        let key = self.key_of(&pending)?;
+        if self.published_keys().await?.find(key.kid()).is_none() {
+            return Err(self.test_failed(token, "the pending key is not in the published key set"));
+        }
+        Ok(Outcome::Unchanged)
+    }
+
+    /// `testSecret`: a token signed with the pending key verifies against the
+    /// key set verifiers build from the store.
+    async fn test(&self, token: &str) -> Result<Outcome, RotationError> {
+        let Some(pending) = self.pending(token).await? else { return Ok(Outcome::Unchanged) };
+        let key = self.key_of(&pending)?;
+        let now = self.clock.now();
+        let expect = Expectations {
+            issuer: "urn:pharmagate:rotation-test".into(),
+            audience: "urn:pharmagate:rotation-test".into(),
+            max_lifetime_secs: 60,
+        };
+        let claims = Claims {
+            iss: expect.issuer.clone(),
+            sub: "rotation-test".into(),
+            aud: expect.audience.clone(),
+            client_id: "rotation-test".into(),
+            client_gen: "0".into(),
+            scope: String::new(),
+            iat: now,
+            exp: now + 60,
+            nbf: None,
+            jti: jwt::new_jti(),
+        };
+        let probe = key.sign(&claims);
+        jwt::verify(&probe, &self.published_keys().await?, &expect, now)
+            .map_err(|e| self.test_failed(token, &e.to_string()))?;
+        Ok(Outcome::Unchanged)
+    }
+
+    /// `finishSecret`: the pending version becomes `AWSCURRENT` (the old
+    /// current becomes `AWSPREVIOUS`) and loses `AWSPENDING`. Finishing a
+    /// version that is already current only tidies a leftover label.
+    async fn finish(&self, token: &str) -> Result<Outcome, RotationError> {
+        let current = self.current().await?;
+        let stages = self.stages_of(token).await?;
+        if current.version_id != token {
+            if !stages.contains(&Stage::Pending) {
+                return Err(self.not_pending(token));
+            }
+            let from = Some(current.version_id.as_str());
+            self.secrets.move_stage(&self.secret_id, Stage::Current, Some(token), from).await?;
+        } else if !stages.contains(&Stage::Pending) {
+            return Ok(Outcome::Unchanged);
+        }
+        self.secrets.move_stage(&self.secret_id, Stage::Pending, None, Some(token)).await?;
+        Ok(Outcome::Changed)
+    }
+
+    /// The stages `token` holds now (read explicitly, never assumed).
+    async fn stages_of(&self, token: &str) -> Result<Vec<Stage>, RotationError> {
+        let versions = self.secrets.staged_versions(&self.secret_id).await?;
+        Ok(versions.into_iter().find(|(id, _)| id == token).map(|(_, s)| s).unwrap_or_default())
+    }
+
+    /// The pending version `token`; `None` when it is already current (the
+    /// step has nothing to do); an error when it is neither.
+    async fn pending(&self, token: &str) -> Result<Option<SecretVersion>, RotationError> {
+        let version = self.secrets.get_version(&self.secret_id, token).await?;
+        match version {
+            Some(v) if v.stages.contains(&Stage::Current) => Ok(None),
+            Some(v) if v.stages.contains(&Stage::Pending) => Ok(Some(v)),
+            _ => Err(self.not_pending(token)),
+        }
+    }
+
+    async fn current(&self) -> Result<SecretVersion, RotationError> {
+        self.secrets
+            .get_stage(&self.secret_id, Stage::Current)
+            .await?
+            .ok_or_else(|| RotationError::NoCurrent(self.secret_id.clone()))
+    }
+
+    /// The keys a verifier reading the store now would accept.
+    async fn published_keys(&self) -> Result<KeySet, RotationError> {
+        let mut keys = Vec::new();
+        for stage in Stage::ALL {
+            if let Some(version) = self.secrets.get_stage(&self.secret_id, stage).await? {
+                keys.push(self.key_of(&version)?.public());
+            }
+        }
+        Ok(KeySet::new(keys))
+    }
+
+    fn key_of(&self, version: &SecretVersion) -> Result<SigningKey, RotationError> {
+        SigningKey::from_secret(&version.value).map_err(|e| RotationError::BadKey {
+            secret: self.secret_id.clone(),
+            version: version.version_id.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    fn not_pending(&self, token: &str) -> RotationError {
+        RotationError::NotPending { secret: self.secret_id.clone(), token: token.to_string() }
+    }
+
+    fn test_failed(&self, token: &str, message: &str) -> RotationError {
+        RotationError::TestFailed {
+            secret: self.secret_id.clone(),
+            token: token.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A fresh version id for a rotation run by us (Secrets Manager brings its
+/// own): time-ordered, so `staged_versions` lists read naturally.
+pub fn new_token(now: i64) -> String {
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).expect("the operating system's random source failed");
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("rotation-{now}-{hex}")
+}
+
+/// Whether the secret named in a rotation event is the configured one: the
+/// event carries the ARN; the configuration may hold the ARN or the name
+/// (an ARN's last part is the name plus `-` and six random characters).
+pub fn same_secret(configured: &str, event_secret: &str) -> bool {
+    if configured == event_secret {
+        return true;
+    }
+    let Some((_, name_with_suffix)) = event_secret.split_once(":secret:") else { return false };
+    match name_with_suffix.rsplit_once('-') {
+        Some((name, suffix)) => name == configured && suffix.len() == 6,
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_parse_by_their_secrets_manager_names_only() {
+        for step in Step::ALL {
+            assert_eq!(Step::parse(step.as_str()), Some(step));
+        }
+        assert_eq!(Step::parse("CreateSecret"), None);
+        assert_eq!(Step::parse(""), None);
+    }
+
+    #[test]
+    fn an_event_arn_names_the_configured_secret() {
+        let arn =
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pharmagate/prod/jwt-signing-key-AbC123";
+        assert!(same_secret("pharmagate/prod/jwt-signing-key", arn));
+        assert!(same_secret(arn, arn));
+        assert!(!same_secret("pharmagate/prod/integrity-key", arn));
+        assert!(!same_secret("pharmagate/prod/jwt-signing", arn));
+        assert!(!same_secret("pharmagate/prod/jwt-signing-key", "pharmagate/prod/jwt-signing-key-AbC123"));
+    }
+
+    #[test]
+    fn the_policy_waits_one_cache_lifetime_and_retires_after_the_token_lifetime() {
+        let settings =
+            Settings { signing_key_cache_secs: 60, token_lifetime_secs: 900, ..Settings::default() };
+        let policy = RotationPolicy::from_settings(&settings);
+        assert_eq!(policy, RotationPolicy { publish_delay_secs: 62, retire_after_secs: 990 });
+    }
+
+    #[test]
+    fn tokens_are_valid_version_ids() {
+        let token = new_token(1_800_000_000);
+        assert!(token.starts_with("rotation-1800000000-"));
+        assert_eq!(token.len(), "rotation-1800000000-".len() + 16);
+    }
+}

@@ -64,7 +64,8 @@ impl Fixture {
         let rotation = self.rotation();
         let mut outcomes = Vec::new();
         for step in Step::ALL {
-            outcomes.push(rotation.run(step, token).await.expect(step.as_str()));
+            let outcome = rotation.run(step, token).await;
+            outcomes.push(outcome.unwrap_or_else(|e| panic!("{}: {e}", step.as_str())));
         }
         outcomes
     }

@@ -15,10 +15,12 @@ use crate::guard::{AuthGuard, GuardConfig};
 use crate::integrity::Integrity;
 use crate::jwt::Expectations;
 use crate::keycache::{CacheLimits, CachingVault};
+use crate::lifecycle::LifecyclePolicy;
 use crate::limits::{LimitConfig, Limiter};
 use crate::metrics::MetricsTarget;
 use crate::ports::{ItemStore, KeyVault, SecretStore};
 use crate::repo::{CatalogRepo, ClientRepo, CustomerRepo, KeyRepo};
+use crate::rotation::{RotationPolicy, SigningKeyRotation};
 use crate::signing::{DEFAULT_CACHE_TTL, DEFAULT_MIN_REFRESH, SigningKeys};
 
 pub const DEFAULT_ENV_NAME: &str = "dev";
@@ -104,6 +106,9 @@ pub struct Settings {
     pub metrics: MetricsTarget,
     /// When to signal (and optionally suspend) anomalous principals.
     pub anomaly: AnomalyConfig,
+    /// The API-key lifecycle job's ages (`PHARMAGATE_KEY_ROTATE_AFTER_DAYS`,
+    /// `PHARMAGATE_DEAD_KEY_RETENTION_DAYS`).
+    pub lifecycle: LifecyclePolicy,
 }
 
 impl Default for Settings {
@@ -121,6 +126,7 @@ impl Default for Settings {
             audit_retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
             metrics: MetricsTarget::Off,
             anomaly: AnomalyConfig::default(),
+            lifecycle: LifecyclePolicy::default(),
         }
     }
 }
@@ -189,6 +195,12 @@ impl Settings {
                     name: "PHARMAGATE_SIGNING_KEY_CACHE_SECONDS",
                     message: "must be 0 to 3600".into(),
                 })?;
+        }
+        if let Some(days) = days_from_env("PHARMAGATE_KEY_ROTATE_AFTER_DAYS")? {
+            settings.lifecycle.rotate_after_secs = days * 86_400;
+        }
+        if let Some(days) = days_from_env("PHARMAGATE_DEAD_KEY_RETENTION_DAYS")? {
+            settings.lifecycle.dead_key_retention_secs = days * 86_400;
         }
         if let Ok(text) = std::env::var("PHARMAGATE_RATE_LIMITS") {
             settings.limits = LimitConfig::parse(&text)
@@ -330,6 +342,15 @@ impl Backend {
             .with_cache(ttl, ttl.min(DEFAULT_MIN_REFRESH))
     }
 
+    /// The rotation of the token signing key (the four Secrets Manager steps).
+    pub fn signing_rotation(&self) -> SigningKeyRotation {
+        SigningKeyRotation::new(
+            self.secrets.clone(),
+            self.settings.signing_secret_id.clone(),
+            RotationPolicy::from_settings(&self.settings),
+        )
+    }
+
     /// The rate limiter, on the system clock.
     pub fn limiter(&self) -> Limiter {
         Limiter::new(self.store.clone(), self.settings.limits.clone(), Clock::system())
@@ -348,6 +369,13 @@ impl Backend {
             max_lifetime_secs: self.settings.token_lifetime_secs,
         }
     }
+}
+
+/// A number of days (1-3650) from the environment, if set.
+fn days_from_env(name: &'static str) -> Result<Option<i64>, ConfigError> {
+    let Ok(text) = std::env::var(name) else { return Ok(None) };
+    let days = text.parse::<i64>().ok().filter(|d| (1..=3650).contains(d));
+    days.map(Some).ok_or(ConfigError::Invalid { name, message: "must be 1 to 3650 (days)".into() })
 }
 
 /// Refuses to start without `name` set: for settings whose default only

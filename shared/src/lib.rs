@@ -17,6 +17,7 @@ pub mod http;
 pub mod integrity;
 pub mod jwt;
 pub mod keycache;
+pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod ports;

@@ -145,6 +145,14 @@ pub trait ItemStore: Send + Sync {
         expires_at: Option<i64>,
     ) -> Result<Option<i64>, StoreError>;
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<(), StoreError>;
+    /// Physically removes up to `limit` items whose TTL passed at or before
+    /// `now`, returning how many went. Reads already hide such items; this
+    /// frees the space. The default suits backends that delete expired items
+    /// themselves (DynamoDB's TTL): nothing to do.
+    async fn purge_expired(&self, now: i64, limit: usize) -> Result<u64, StoreError> {
+        let _ = (now, limit);
+        Ok(0)
+    }
 }
 
 /// What a data key is bound to. Serialized canonically (sorted keys) so the

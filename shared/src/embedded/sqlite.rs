@@ -313,6 +313,22 @@ impl ItemStore for SqliteStore {
         .await
     }
 
+    /// SQLite has no TTL of its own: expired rows stay (hidden) until this.
+    async fn purge_expired(&self, now: i64, limit: usize) -> Result<u64, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_conn(move |conn| {
+            let removed = conn
+                .execute(
+                    "DELETE FROM items WHERE (tbl, pk, sk) IN (SELECT tbl, pk, sk FROM items \
+                     WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2)",
+                    params![now, limit],
+                )
+                .map_err(unavailable)?;
+            Ok(removed as u64)
+        })
+        .await
+    }
+
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
         if ops.is_empty() || ops.len() > MAX_TRANSACTION_OPS {
             return Err(StoreError::Invalid(format!(

@@ -46,6 +46,14 @@ pub struct KeyRecord {
     /// The key that replaced this one, once rotated.
     #[serde(default)]
     pub replaced_by: Option<KeyId>,
+    /// Since when the lifecycle job has asked for this key to be rotated (it
+    /// is older than the configured age).
+    #[serde(default)]
+    pub rotation_due_since: Option<i64>,
+    /// When the store drops this dead key and its index entries (their TTL),
+    /// set by the lifecycle job once the key expired or was revoked.
+    #[serde(default)]
+    pub purge_at: Option<i64>,
     /// Bumped by every change; writes are conditional on it.
     #[serde(default)]
     pub rev: i64,
@@ -174,6 +182,7 @@ impl KeyRepo {
     /// The record as a signed item, ready to write.
     async fn signed_item(&self, record: &KeyRecord) -> Result<Item, RepoError> {
         let mut item = Item::new(key_pk(&record.id), KEY_SK, record_attrs(record));
+        item.expires_at = record.purge_at;
         self.integrity.sign(Table::Keys, &mut item).await?;
         Ok(item)
     }
@@ -201,6 +210,8 @@ impl KeyRepo {
                 expires_at: new.expires_at,
                 revoked_at: None,
                 replaced_by: None,
+                rotation_due_since: None,
+                purge_at: None,
                 rev: 1,
             };
             let mut ops = self.insert_ops(&record).await?;
@@ -353,6 +364,7 @@ impl KeyRepo {
                 expires_at: old.expires_at,
                 revoked_at: None,
                 replaced_by: None,
+                rotation_due_since: None,
                 rev: 1,
                 ..old.clone()
             };
@@ -371,6 +383,40 @@ impl KeyRepo {
             }
         }
         Err(RepoError::Conflict.into())
+    }
+
+    /// Marks an active key as due for rotation (the lifecycle job). `false`
+    /// when someone changed the key meanwhile: the next run looks again.
+    pub async fn flag_for_rotation(&self, record: &KeyRecord, now: i64) -> Result<bool, RepoError> {
+        let flagged = KeyRecord { rotation_due_since: Some(now), ..record.clone() };
+        self.apply_if_unchanged(vec![self.update_op(&flagged).await?]).await
+    }
+
+    /// Gives a dead key's record and index entries the TTL `purge_at`, so
+    /// the store drops them then (the lifecycle job). `false` when someone
+    /// changed the key meanwhile.
+    pub async fn schedule_purge(&self, record: &KeyRecord, purge_at: i64) -> Result<bool, RepoError> {
+        let dead = KeyRecord { purge_at: Some(purge_at), ..record.clone() };
+        let reference = Attrs::from_iter([("id".to_string(), json!(record.id))]);
+        let index = |pk: String, sk: String| {
+            let mut item = Item::new(pk, sk, reference.clone());
+            item.expires_at = Some(purge_at);
+            WriteOp::Put { table: Table::Keys, item, condition: Condition::Always }
+        };
+        let ops = vec![
+            self.update_op(&dead).await?,
+            index(customer_pk(&record.customer), format!("KEY#{}", record.id)),
+            index(ALL_PK.to_string(), record.id.to_string()),
+        ];
+        self.apply_if_unchanged(ops).await
+    }
+
+    async fn apply_if_unchanged(&self, ops: Vec<WriteOp>) -> Result<bool, RepoError> {
+        match self.store.transact(ops).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Writes a changed record, bumping `rev`, only if nobody else changed it

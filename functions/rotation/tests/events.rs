@@ -1,0 +1,76 @@
+//! The rotation handler fed with Secrets Manager's rotation event, as JSON,
+//! the way Secrets Manager calls it: the four steps in order with one token,
+//! then retried; plus the events it must refuse.
+
+use lambda_runtime::{Context, LambdaEvent};
+use pharmagate_rotation::{RotationEvent, RotationHandler};
+use pharmagate_shared::config::{Backend, Settings};
+use pharmagate_shared::ports::Stage;
+use serde_json::{Value, json};
+
+const SECRET: &str = "pharmagate/dev/jwt-signing-key";
+
+fn event(step: &str) -> LambdaEvent<RotationEvent> {
+    let path =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/events/secretsmanager-rotation.json");
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    event["Step"] = json!(step);
+    LambdaEvent::new(serde_json::from_value(event).unwrap(), Context::default())
+}
+
+async fn setup() -> (tempfile::TempDir, Backend, RotationHandler) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings { signing_secret_id: SECRET.into(), ..Settings::default() };
+    let backend = Backend::embedded(dir.path(), settings).unwrap();
+    assert!(backend.signing_keys().bootstrap().await.unwrap());
+    let handler = RotationHandler::new(&backend);
+    (dir, backend, handler)
+}
+
+#[tokio::test]
+async fn the_four_steps_rotate_the_signing_key_and_a_retry_changes_nothing() {
+    let (_dir, backend, handler) = setup().await;
+    let token = "5b0c2f8e-1d2a-4c3b-9e4f-6a7b8c9d0e1f";
+    let mut answers = Vec::new();
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        answers.push(handler.handle(event(step)).await.unwrap());
+    }
+    assert_eq!(
+        answers,
+        vec![
+            json!({"step": "createSecret", "changed": true}),
+            json!({"step": "setSecret", "changed": false}),
+            json!({"step": "testSecret", "changed": false}),
+            json!({"step": "finishSecret", "changed": true}),
+        ]
+    );
+    let staged = backend.secrets.staged_versions(SECRET).await.unwrap();
+    let expected =
+        vec![(token.to_string(), vec![Stage::Current]), ("initial".to_string(), vec![Stage::Previous])];
+    assert_eq!(staged, expected);
+    assert_eq!(backend.secrets.get_stage(SECRET, Stage::Current).await.unwrap().unwrap().version_id, token);
+    for step in ["createSecret", "finishSecret"] {
+        let again = handler.handle(event(step)).await.unwrap();
+        assert_eq!(again, json!({"step": step, "changed": false}));
+    }
+}
+
+#[tokio::test]
+async fn events_for_other_secrets_or_unknown_steps_are_refused_without_writing() {
+    let (_dir, backend, handler) = setup().await;
+    let mut other = event("createSecret");
+    other.payload.secret_id =
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pharmagate/dev/integrity-key-Xy12Zw".into();
+    let error = handler.handle(other).await.unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "this function rotates pharmagate/dev/jwt-signing-key, not \
+         arn:aws:secretsmanager:eu-west-1:123456789012:secret:pharmagate/dev/integrity-key-Xy12Zw"
+    );
+    let error = handler.handle(event("CreateSecret")).await.unwrap_err().to_string();
+    assert_eq!(error, "unknown rotation step \"CreateSecret\"");
+    let error = handler.handle(event("setSecret")).await.unwrap_err().to_string();
+    assert!(error.contains("is neither AWSPENDING nor AWSCURRENT; nothing was written"), "{error}");
+    let staged = backend.secrets.staged_versions(SECRET).await.unwrap();
+    assert_eq!(staged, vec![("initial".to_string(), vec![Stage::Current])]);
+}

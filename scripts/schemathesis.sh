@@ -81,7 +81,11 @@ client=$("$bin" clients create --name schemathesis --customer schemathesis \
 client_id=$(sed -n 's/^client_id: //p' <<<"$client")
 client_secret=$(sed -n 's/^client_secret: //p' <<<"$client")
 
-# The checks: no 5xx, and every response as documented. Not
+# The checks: no 5xx; every response as documented (status, content type,
+# body, headers); a protected operation refuses a request without its
+# credentials (ignored_auth); a method the path does not have is 405 with
+# Allow (unsupported_method, allow_header_conformance; in AWS it is API
+# Gateway's own 404); a missing required header is refused. Not
 # positive_data_acceptance: a schema cannot say everything the code checks
 # (a CAS number's check digit, that a product exists, an entitlement, one
 # search filter at a time), so a schema-valid request may rightly get 400,
@@ -89,7 +93,8 @@ client_secret=$(sed -n 's/^client_secret: //p' <<<"$client")
 # is checked (README), so a schema-invalid 401-character name with a
 # trailing space is rightly accepted, and the OAuth forms ignore parameters
 # they do not know (RFC 6749 §3.1).
-checks=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance
+checks=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
+checks+=,response_headers_conformance,ignored_auth,unsupported_method,allow_header_conformance,missing_required_header
 # One worker: with two, Hypothesis (on Python 3.11) sometimes fails inside
 # its own concurrent ast.parse ("AST constructor recursion depth mismatch").
 run() {

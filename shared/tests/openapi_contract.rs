@@ -83,7 +83,10 @@ fn every_route_is_in_the_spec_and_every_operation_is_a_route() {
     let in_code: BTreeSet<_> = ROUTES.iter().map(key).collect();
     let missing: Vec<_> = in_code.difference(&in_spec).collect();
     let extra: Vec<_> = in_spec.difference(&in_code).collect();
-    assert!(missing.is_empty(), "routes in shared/src/routes.rs missing from infra/openapi.yaml: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "routes in shared/src/routes.rs missing from infra/openapi.yaml: {missing:?}"
+    );
     assert!(extra.is_empty(), "operations in infra/openapi.yaml that no route serves: {extra:?}");
     assert_eq!(in_code.len(), ROUTES.len(), "a route is listed twice");
 }
@@ -168,7 +171,11 @@ fn query_and_path_parameters_are_the_routes_own() {
         assert_eq!(path, template, "{}: path parameters", route.name());
         // Headers are never declared as parameters: the credentials are
         // security schemes, and the functions read no other header.
-        assert!(parameters(&spec, route.path, op, "header").is_empty(), "{}: header parameters", route.name());
+        assert!(
+            parameters(&spec, route.path, op, "header").is_empty(),
+            "{}: header parameters",
+            route.name()
+        );
     }
 }
 
@@ -264,16 +271,25 @@ fn every_reference_resolves_and_errors_are_problems() {
                 assert!(problem || oauth, "{method} {path} {status}: problem+json (or an OAuth error)");
             }
             if code == 429 || code == 503 {
-                assert!(response["headers"].get("Retry-After").is_some(), "{method} {path} {status}: Retry-After");
+                assert!(
+                    response["headers"].get("Retry-After").is_some(),
+                    "{method} {path} {status}: Retry-After"
+                );
             }
             if code == 401 {
-                assert!(response["headers"].get("WWW-Authenticate").is_some(), "{method} {path} 401: challenge");
+                assert!(
+                    response["headers"].get("WWW-Authenticate").is_some(),
+                    "{method} {path} 401: challenge"
+                );
             }
         }
         let route = ROUTES.iter().find(|r| r.method == method && r.path == path).expect("a route");
         if route.access != Access::Public {
             for status in ["401", "403", "429"] {
-                assert!(responses.contains_key(status), "{method} {path}: protected routes document {status}");
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path}: protected routes document {status}"
+                );
             }
         }
     }

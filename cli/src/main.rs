@@ -12,15 +12,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pharmagate_cli::gateway::Gateway;
 use pharmagate_cli::{import, seed, server};
 use pharmagate_shared::aws::{self, AwsResources};
-use pharmagate_shared::clock::now_secs;
+use pharmagate_shared::clock::{now_secs, rfc3339};
 use pharmagate_shared::config::{Backend, BackendKind, Settings, validate_issuer};
 use pharmagate_shared::domain::client::{parse_scope_list, scope_text, validate_grant};
 use pharmagate_shared::domain::{Cas, ClientId, CustomerId, KeyId, Role, Tier};
+use pharmagate_shared::jwt::SigningKey;
+use pharmagate_shared::lifecycle;
 use pharmagate_shared::metrics::MetricsTarget;
+use pharmagate_shared::ports::Stage;
 use pharmagate_shared::repo::AuditRepo;
 use pharmagate_shared::repo::clients::{NewClient, validate_name as validate_client_name};
 use pharmagate_shared::repo::keys::{NewKey, expiry_after_days, validate_label};
 use pharmagate_shared::repo::{DEFAULT_GRACE_SECS, validate_grace};
+use pharmagate_shared::rotation::{self, RotationError};
 
 #[derive(Parser)]
 #[command(
@@ -64,7 +68,26 @@ enum Command {
         /// metrics, unless PHARMAGATE_METRICS says otherwise).
         #[arg(long)]
         metrics_file: Option<PathBuf>,
+        /// Rotate the token signing key every this many seconds, as the
+        /// Secrets Manager schedule does in AWS (0: never). A rotation that
+        /// would withdraw a key whose tokens may still be valid waits.
+        #[arg(long, default_value_t = 0)]
+        rotate_every: u64,
+        /// Run the API-key lifecycle job every this many seconds (0: never).
+        #[arg(long, default_value_t = 3600)]
+        jobs_every: u64,
     },
+    /// Rotate the token signing key now, through the same four steps the
+    /// rotation function runs for Secrets Manager.
+    Rotate {
+        /// The current key leaked: replace it at once and withdraw it, so
+        /// tokens it signed stop working (within the verifiers' cache time).
+        #[arg(long)]
+        compromised: bool,
+    },
+    /// Scheduled jobs, run once now.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
     /// Check the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -83,6 +106,14 @@ enum Command {
     /// AWS backend maintenance.
     #[command(subcommand)]
     Aws(AwsCommand),
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// The API-key lifecycle sweep: expire dead keys, flag keys older than
+    /// PHARMAGATE_KEY_ROTATE_AFTER_DAYS (default 90) for rotation, purge
+    /// expired items.
+    Run,
 }
 
 #[derive(Subcommand)]
@@ -202,9 +233,30 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let backend = open_backend(&cli).await?;
     match cli.command {
-        Command::Dev { host, port, stage, authorizer_cache_ttl, body_timeout, .. } => {
+        Command::Dev {
+            host,
+            port,
+            stage,
+            authorizer_cache_ttl,
+            body_timeout,
+            rotate_every,
+            jobs_every,
+            ..
+        } => {
             let timeouts = (Duration::from_secs(authorizer_cache_ttl), Duration::from_secs(body_timeout));
+            schedule(&backend, rotate_every, jobs_every);
             dev(&backend, &host, port, &stage, timeouts).await?;
+        }
+        Command::Rotate { compromised } => rotate(&backend, compromised).await?,
+        Command::Jobs(JobsCommand::Run) => {
+            let report = lifecycle::sweep(
+                &backend.keys(),
+                backend.store.as_ref(),
+                &backend.settings.lifecycle,
+                now_secs(),
+            )
+            .await?;
+            println!("{}", serde_json::to_string(&report)?);
         }
         Command::Audit(AuditCommand::Verify) => return audit_verify(&backend).await,
         Command::Keys(cmd) => keys(&backend, cmd).await?,
@@ -341,6 +393,76 @@ async fn dev(
     Ok(())
 }
 
+/// `pharmagate rotate`: the four steps now (or the compromised-key
+/// rotation), then what the secret holds.
+async fn rotate(backend: &Backend, compromised: bool) -> Result<(), Failure> {
+    let signing = backend.signing_keys();
+    signing.bootstrap().await?;
+    let rotation = backend.signing_rotation();
+    let token = rotation::new_token(now_secs());
+    if compromised {
+        rotation.rotate_compromised(&token).await?;
+    } else {
+        rotation.rotate(&token).await?;
+    }
+    let mut out = std::io::stdout();
+    writeln!(out, "rotated {} (version {token})", rotation.secret_id())?;
+    for stage in Stage::ALL {
+        let Some(version) = backend.secrets.get_stage(rotation.secret_id(), stage).await? else { continue };
+        let key = SigningKey::from_secret(&version.value)?;
+        let from = key.sign_from().map(|t| format!(", signs from {}", rfc3339(t))).unwrap_or_default();
+        writeln!(out, "{}: key {} (version {}){from}", stage.as_str(), key.kid(), version.version_id)?;
+    }
+    Ok(())
+}
+
+/// `dev`'s background schedules: signing-key rotation and the key lifecycle
+/// job, like the Secrets Manager and EventBridge schedules in AWS.
+fn schedule(backend: &Backend, rotate_every: u64, jobs_every: u64) {
+    if rotate_every > 0 {
+        let backend = backend.clone();
+        tokio::spawn(every(rotate_every, move || {
+            let backend = backend.clone();
+            async move {
+                let rotation = backend.signing_rotation();
+                match rotation.rotate(&rotation::new_token(now_secs())).await {
+                    Ok(()) => tracing::info!(secret = rotation.secret_id(), "scheduled rotation done"),
+                    Err(e @ RotationError::TooSoon { .. }) => tracing::info!("scheduled rotation waits: {e}"),
+                    Err(e) => tracing::error!("scheduled rotation failed: {e}"),
+                }
+            }
+        }));
+    }
+    if jobs_every > 0 {
+        let backend = backend.clone();
+        tokio::spawn(every(jobs_every, move || {
+            let backend = backend.clone();
+            async move {
+                let keys = backend.keys();
+                let policy = backend.settings.lifecycle;
+                if let Err(e) = lifecycle::sweep(&keys, backend.store.as_ref(), &policy, now_secs()).await {
+                    tracing::error!("key lifecycle job failed: {e}");
+                }
+            }
+        }));
+    }
+}
+
+/// Runs `job` every `secs` seconds, the first time `secs` from now.
+async fn every<F, Fut>(secs: u64, job: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let period = Duration::from_secs(secs);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        job().await;
+    }
+}
+
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
@@ -383,7 +505,8 @@ async fn keys(backend: &Backend, cmd: KeysCommand) -> Result<(), Failure> {
             loop {
                 let (records, next) = repo.list_page(customer.as_ref(), after, 100).await?;
                 for r in records {
-                    println!("{}\t{}\t{}\t{}\t{:?}", r.id, r.customer, r.role, r.tier, r.status(now));
+                    let due = if r.rotation_due_since.is_some() { "\trotation due" } else { "" };
+                    println!("{}\t{}\t{}\t{}\t{:?}{due}", r.id, r.customer, r.role, r.tier, r.status(now));
                 }
                 match next {
                     Some(n) => after = Some(n),

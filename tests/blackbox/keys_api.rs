@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-const KEY_VIEW_MEMBERS: [&str; 10] = [
+const KEY_VIEW_MEMBERS: [&str; 11] = [
     "created_at",
     "customer",
     "expires_at",
@@ -15,6 +15,7 @@ const KEY_VIEW_MEMBERS: [&str; 10] = [
     "replaced_by",
     "revoked_at",
     "role",
+    "rotation_due_since",
     "status",
     "tier",
 ];

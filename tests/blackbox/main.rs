@@ -19,5 +19,6 @@ mod limits;
 mod oauth;
 mod outage;
 mod products_write;
+mod rotation;
 mod routing;
 mod store_integrity;

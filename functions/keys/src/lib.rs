@@ -301,6 +301,7 @@ pub fn key_view(record: &KeyRecord, now: i64) -> Value {
         "expires_at": record.expires_at.map(rfc3339),
         "revoked_at": record.revoked_at.map(rfc3339),
         "replaced_by": record.replaced_by,
+        "rotation_due_since": record.rotation_due_since.map(rfc3339),
     })
 }
 

@@ -17,7 +17,7 @@ use pharmagate_shared::config::{Backend, BackendKind, Settings, validate_issuer}
 use pharmagate_shared::domain::client::{parse_scope_list, scope_text, validate_grant};
 use pharmagate_shared::domain::{Cas, ClientId, CustomerId, KeyId, Role, Tier};
 use pharmagate_shared::jwt::SigningKey;
-use pharmagate_shared::lifecycle;
+use pharmagate_shared::{integrity, lifecycle};
 use pharmagate_shared::metrics::MetricsTarget;
 use pharmagate_shared::ports::Stage;
 use pharmagate_shared::repo::AuditRepo;
@@ -77,11 +77,15 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         jobs_every: u64,
     },
-    /// Rotate the token signing key now, through the same four steps the
-    /// rotation function runs for Secrets Manager.
+    /// Rotate a secret now, through the same four steps the rotation
+    /// function runs for Secrets Manager.
     Rotate {
+        /// `signing`: the token signing key; `integrity`: the key that signs
+        /// authorization records (every record is re-sealed under the new key).
+        #[arg(long, default_value = "signing", value_parser = ["signing", "integrity"])]
+        secret: String,
         /// The current key leaked: replace it at once and withdraw it, so
-        /// tokens it signed stop working (within the verifiers' cache time).
+        /// what it signed stops being accepted (within the readers' cache time).
         #[arg(long)]
         compromised: bool,
     },
@@ -247,7 +251,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             schedule(&backend, rotate_every, jobs_every);
             dev(&backend, &host, port, &stage, timeouts).await?;
         }
-        Command::Rotate { compromised } => rotate(&backend, compromised).await?,
+        Command::Rotate { secret, compromised } => rotate(&backend, &secret, compromised).await?,
         Command::Jobs(JobsCommand::Run) => {
             let report = lifecycle::sweep(
                 &backend.keys(),
@@ -395,10 +399,14 @@ async fn dev(
 
 /// `pharmagate rotate`: the four steps now (or the compromised-key
 /// rotation), then what the secret holds.
-async fn rotate(backend: &Backend, compromised: bool) -> Result<(), Failure> {
-    let signing = backend.signing_keys();
-    signing.bootstrap().await?;
-    let rotation = backend.signing_rotation();
+async fn rotate(backend: &Backend, secret: &str, compromised: bool) -> Result<(), Failure> {
+    let rotation = if secret == "integrity" {
+        integrity::ensure_key(backend.secrets.as_ref(), backend.integrity.secret_id()).await?;
+        backend.integrity_rotation()
+    } else {
+        backend.signing_keys().bootstrap().await?;
+        backend.signing_rotation()
+    };
     let token = rotation::new_token(now_secs());
     if compromised {
         rotation.rotate_compromised(&token).await?;
@@ -409,6 +417,10 @@ async fn rotate(backend: &Backend, compromised: bool) -> Result<(), Failure> {
     writeln!(out, "rotated {} (version {token})", rotation.secret_id())?;
     for stage in Stage::ALL {
         let Some(version) = backend.secrets.get_stage(rotation.secret_id(), stage).await? else { continue };
+        if secret == "integrity" {
+            writeln!(out, "{}: version {}", stage.as_str(), version.version_id)?;
+            continue;
+        }
         let key = SigningKey::from_secret(&version.value)?;
         let from = key.sign_from().map(|t| format!(", signs from {}", rfc3339(t))).unwrap_or_default();
         writeln!(out, "{}: key {} (version {}){from}", stage.as_str(), key.kid(), version.version_id)?;

@@ -12,7 +12,7 @@ use crate::aws::{
 use crate::clock::Clock;
 use crate::embedded::{EmbeddedSecrets, LocalVault, SqliteStore};
 use crate::guard::{AuthGuard, GuardConfig};
-use crate::integrity::Integrity;
+use crate::integrity::{Integrity, IntegrityKeyKind};
 use crate::jwt::Expectations;
 use crate::keycache::{CacheLimits, CachingVault};
 use crate::lifecycle::LifecyclePolicy;
@@ -20,7 +20,7 @@ use crate::limits::{LimitConfig, Limiter};
 use crate::metrics::MetricsTarget;
 use crate::ports::{ItemStore, KeyVault, SecretStore};
 use crate::repo::{CatalogRepo, ClientRepo, CustomerRepo, KeyRepo};
-use crate::rotation::{RotationPolicy, SigningKeyRotation};
+use crate::rotation::{RotationPolicy, SecretRotation};
 use crate::signing::{DEFAULT_CACHE_TTL, DEFAULT_MIN_REFRESH, SigningKeys};
 
 pub const DEFAULT_ENV_NAME: &str = "dev";
@@ -343,12 +343,18 @@ impl Backend {
     }
 
     /// The rotation of the token signing key (the four Secrets Manager steps).
-    pub fn signing_rotation(&self) -> SigningKeyRotation {
-        SigningKeyRotation::new(
+    pub fn signing_rotation(&self) -> SecretRotation {
+        SecretRotation::signing_key(
             self.secrets.clone(),
             self.settings.signing_secret_id.clone(),
             RotationPolicy::from_settings(&self.settings),
         )
+    }
+
+    /// The rotation of the record integrity key (re-seals signed records).
+    pub fn integrity_rotation(&self) -> SecretRotation {
+        let kind = IntegrityKeyKind { store: self.store.clone(), integrity: self.integrity.clone() };
+        SecretRotation::new(self.secrets.clone(), self.integrity.secret_id(), Arc::new(kind))
     }
 
     /// The rate limiter, on the system clock.

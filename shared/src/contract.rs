@@ -62,6 +62,7 @@ pub const CHECKS: &[Check] = checks![
     transact_is_all_or_nothing,
     transact_rejects_invalid_requests,
     concurrent_not_exists_puts_have_one_winner,
+    scan_visits_every_live_item_once,
 ];
 
 /// Runs every check in [`CHECKS`] in sequence against `store`, then panics
@@ -887,4 +888,38 @@ async fn concurrent_not_exists_puts_have_one_winner(store: Arc<dyn ItemStore>) {
         let want = item(&pk, "k", json!({"writer": winners[0]}), None);
         assert_eq!(get(&*store, Table::Keys, &pk, "k").await, Some(want), "round {round}: winner's item");
     }
+}
+
+/// A scan pages through a whole table: every live item of ours once (other
+/// checks' items are in the table too), none expired, pages within `limit`.
+async fn scan_visits_every_live_item_once(store: Arc<dyn ItemStore>) {
+    let table = Table::Customers;
+    let base = unique_pk("scan");
+    let mut want = Vec::new();
+    for p in 0..3 {
+        for s in 0..4 {
+            let (pk, sk) = (format!("{base}#{p}"), format!("item#{s}"));
+            put(store.as_ref(), table, item(&pk, &sk, json!({"p": p, "s": s}), None)).await;
+            want.push((pk, sk));
+        }
+    }
+    let expired = item(&format!("{base}#0"), "gone", json!({"gone": true}), Some(now_secs() - 10));
+    put(store.as_ref(), table, expired).await;
+    let mut seen = Vec::new();
+    let mut after = None;
+    for _ in 0..10_000 {
+        let page = store.scan(table, after.take(), 5).await.unwrap_or_else(|e| panic!("scan: {e}"));
+        assert!(page.items.len() <= 5, "a page of {} items exceeds the limit 5", page.items.len());
+        seen.extend(page.items.iter().filter(|i| i.pk.starts_with(&base)).map(|i| (i.pk.clone(), i.sk.clone())));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert!(after.is_none(), "scan did not terminate");
+    seen.sort();
+    want.sort();
+    assert_eq!(seen, want, "each live item once, no expired item");
+    expect_invalid(store.scan(table, Some("not a cursor".into()), 5).await, "a cursor we did not make");
+    expect_invalid(store.scan(table, None, 0).await, "limit 0");
 }

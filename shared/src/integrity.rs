@@ -10,6 +10,14 @@
 //! signed record moved to another key fails too. It does not stop a rollback
 //! to an earlier genuine version of the same item (see the README).
 //!
+//! Rotation ([`IntegrityKeyKind`], run by the `rotation` function and
+//! `pharmagate rotate --secret integrity`): `createSecret` makes a new key;
+//! `setSecret` re-seals every signed record with it, each record checked
+//! first (a forged record is never re-sealed) and rewritten only if it did
+//! not change meanwhile; `testSecret` checks that every signed record
+//! verifies and uses the pending or current key, so the key `finishSecret`
+//! retires signs nothing still stored. Readers accept any staged key.
+//!
 //! Use in a repository (see `repo::keys`): [`Integrity::sign`] an item just
 //! before writing it, and [`Integrity::verified_attrs`] right after reading
 //! it (verify, then drop the two MAC attributes); map a failure with
@@ -27,7 +35,10 @@ use serde_json::Value;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::ports::{Attrs, Item, SecretError, SecretStore, Stage, Table};
+use crate::ports::{
+    Attrs, Condition, Item, ItemStore, SecretError, SecretStore, SecretVersion, Stage, StoreError, Table,
+};
+use crate::rotation::{Outcome, RotationError, SecretKind, SecretRotation};
 
 /// The MAC, base64url.
 pub const MAC_ATTR: &str = "_mac";
@@ -35,8 +46,8 @@ pub const MAC_ATTR: &str = "_mac";
 pub const MAC_KEY_ATTR: &str = "_mac_key";
 /// The version id the first key gets, so racing first starts agree on one.
 pub const INITIAL_KEY_VERSION: &str = "integrity-key-0001";
-/// How long a fetched key (and which version is current) is trusted before
-/// the secret store is asked again: rotation takes effect within this time.
+/// How long a fetched key is trusted before the secret store is asked again:
+/// a withdrawn key stops verifying within this time.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(300);
 const MIN_KEY_BYTES: usize = 32;
 
@@ -62,7 +73,6 @@ struct CachedKey {
 
 #[derive(Default)]
 struct Keys {
-    current: Option<(String, Instant)>,
     by_version: HashMap<String, CachedKey>,
 }
 
@@ -77,6 +87,24 @@ pub struct Integrity {
 impl Integrity {
     pub fn new(secrets: Arc<dyn SecretStore>, secret_id: impl Into<String>) -> Self {
         Integrity { secrets, secret_id: secret_id.into(), keys: Mutex::default() }
+    }
+
+    pub fn secret_id(&self) -> &str {
+        &self.secret_id
+    }
+
+    /// Re-signs a verified record with the key of `version` (which must be
+    /// staged). Refuses a record that does not verify: re-sealing must never
+    /// launder a forgery.
+    pub async fn reseal(&self, table: Table, item: &Item, version: &str) -> Result<Item, IntegrityError> {
+        self.verify(table, item).await?;
+        let mut resealed = item.clone();
+        strip(&mut resealed.attrs);
+        let key = self.key_of(version).await?;
+        let mac = compute(&key, table, &resealed);
+        resealed.attrs.insert(MAC_KEY_ATTR.into(), Value::String(version.to_string()));
+        resealed.attrs.insert(MAC_ATTR.into(), Value::String(B64.encode(mac)));
+        Ok(resealed)
     }
 
     /// Adds the MAC attributes to `item` (replacing any old ones).
@@ -114,10 +142,11 @@ impl Integrity {
         Ok(attrs)
     }
 
+    /// The current key, read from the secret store on every signature (not
+    /// cached): signed writes are rare (keys, clients, entitlements), and a
+    /// writer that never uses a stale key cannot strand a record on a key a
+    /// rotation is about to retire.
     async fn current_key(&self) -> Result<(String, Zeroizing<Vec<u8>>), IntegrityError> {
-        if let Some(found) = self.cached_current() {
-            return Ok(found);
-        }
         let version = match self.secrets.get_stage(&self.secret_id, Stage::Current).await {
             Ok(Some(v)) => v,
             // A first start (locally): make the key, then read what won.
@@ -131,17 +160,9 @@ impl Integrity {
         };
         let key = key_bytes(&version.value)?;
         let mut keys = self.keys.lock().map_err(|_| IntegrityError::Unavailable("poisoned".into()))?;
-        keys.current = Some((version.version_id.clone(), Instant::now()));
         keys.by_version
             .insert(version.version_id.clone(), CachedKey { key: key.clone(), fetched: Instant::now() });
         Ok((version.version_id, key))
-    }
-
-    fn cached_current(&self) -> Option<(String, Zeroizing<Vec<u8>>)> {
-        let keys = self.keys.lock().ok()?;
-        let (version, _) = keys.current.as_ref().filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)?;
-        let cached = keys.by_version.get(version)?;
-        Some((version.clone(), cached.key.clone()))
     }
 
     /// The key of `version`, which must still hold a stage (current,
@@ -177,9 +198,7 @@ pub async fn ensure_key(secrets: &dyn SecretStore, secret_id: &str) -> Result<()
     if secrets.get_stage(secret_id, Stage::Current).await?.is_some() {
         return Ok(());
     }
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    getrandom::fill(bytes.as_mut()).map_err(|e| SecretError::Unavailable(e.to_string()))?;
-    let value = Zeroizing::new(B64.encode(bytes.as_ref()));
+    let value = new_key_value(crate::clock::now_secs())?;
     match secrets.put_version(secret_id, INITIAL_KEY_VERSION, &value, &[Stage::Current]).await {
         Ok(()) | Err(SecretError::Conflict(_)) => Ok(()),
         Err(e) => Err(e),
@@ -192,7 +211,42 @@ pub fn strip(attrs: &mut Attrs) {
     attrs.remove(MAC_KEY_ATTR);
 }
 
+/// An integrity key as stored: `{"key": "<base64url>", "created_at": <unix>}`
+/// (keys from before rotation existed are the bare key text).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredKey {
+    key: String,
+    created_at: i64,
+}
+
+/// A new key's stored value.
+fn new_key_value(now: i64) -> Result<Zeroizing<String>, SecretError> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    getrandom::fill(bytes.as_mut()).map_err(|e| SecretError::Unavailable(e.to_string()))?;
+    let stored = StoredKey { key: B64.encode(bytes.as_ref()), created_at: now };
+    let text = Zeroizing::new(serde_json::to_string(&stored).expect("a key serializes"));
+    drop(Zeroizing::new(stored.key));
+    Ok(text)
+}
+
+/// When a stored key was made, if it says.
+fn created_at(value: &str) -> Option<i64> {
+    serde_json::from_str::<StoredKey>(value).ok().map(|k| k.created_at)
+}
+
 fn key_bytes(value: &str) -> Result<Zeroizing<Vec<u8>>, IntegrityError> {
+    if value.starts_with('{') {
+        let stored: StoredKey = serde_json::from_str(value)
+            .map_err(|_| IntegrityError::Unavailable("the integrity key is not a stored key".into()))?;
+        let stored = StoredKey { key: stored.key, created_at: stored.created_at };
+        let key = Zeroizing::new(stored.key);
+        return key_text_bytes(&key);
+    }
+    key_text_bytes(value)
+}
+
+fn key_text_bytes(value: &str) -> Result<Zeroizing<Vec<u8>>, IntegrityError> {
     if value.len() < MIN_KEY_BYTES {
         return Err(IntegrityError::Unavailable(format!(
             "the integrity key must be at least {MIN_KEY_BYTES} characters"
@@ -258,6 +312,129 @@ fn canonical_json(value: &Value, out: &mut String) {
             _ => out.push_str(&n.to_string()),
         },
         other => out.push_str(&other.to_string()),
+    }
+}
+
+// ------------------------------------------------------------- rotation --
+
+/// The tables whose records carry a MAC.
+pub const SIGNED_TABLES: [Table; 3] = [Table::Keys, Table::Customers, Table::Clients];
+/// A rotation retires the previous key; a write that read the current key
+/// before the last rotation finished and lands after this one's test would
+/// be stranded on it. Writers read the current key on every signature, so
+/// that takes a write slower than this; rotations are kept this far apart.
+pub const MIN_KEY_AGE_SECS: i64 = 2 * KEY_CACHE_TTL.as_secs() as i64;
+const SCAN_PAGE: usize = 200;
+
+/// The integrity key as a rotated secret: re-seals the records it protects.
+pub struct IntegrityKeyKind {
+    pub store: Arc<dyn ItemStore>,
+    pub integrity: Arc<Integrity>,
+}
+
+/// Pages through every signed record of [`SIGNED_TABLES`].
+struct SignedRecords {
+    table: usize,
+    after: Option<String>,
+}
+
+impl SignedRecords {
+    fn new() -> Self {
+        SignedRecords { table: 0, after: None }
+    }
+
+    /// The next page (possibly empty), or `None` when every table is done.
+    async fn next(&mut self, store: &dyn ItemStore) -> Result<Option<Vec<(Table, Item)>>, StoreError> {
+        let Some(&table) = SIGNED_TABLES.get(self.table) else { return Ok(None) };
+        let page = store.scan(table, self.after.take(), SCAN_PAGE).await?;
+        match page.next {
+            Some(next) => self.after = Some(next),
+            None => self.table += 1,
+        }
+        let signed = page.items.into_iter().filter(|i| i.attrs.contains_key(MAC_KEY_ATTR));
+        Ok(Some(signed.map(|item| (table, item)).collect()))
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretKind for IntegrityKeyKind {
+    async fn check_ready(&self, rotation: &SecretRotation, now: i64) -> Result<(), RotationError> {
+        let current = rotation.current().await?;
+        match created_at(&current.value) {
+            Some(made) if now < made + MIN_KEY_AGE_SECS => Err(rotation.too_soon(
+                format!("key {} is new and writers may still be learning it", current.version_id),
+                made + MIN_KEY_AGE_SECS,
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn new_value(&self, now: i64, _immediate: bool) -> Zeroizing<String> {
+        new_key_value(now).expect("the operating system's random source failed")
+    }
+
+    /// Re-seals every signed record still under another key. A record that
+    /// fails its check is left alone (and fails `testSecret`); one changed
+    /// meanwhile is skipped (its writer signed it; `testSecret` sees it).
+    async fn set(&self, rotation: &SecretRotation, pending: &SecretVersion) -> Result<Outcome, RotationError> {
+        key_bytes(&pending.value).map_err(|e| rotation.bad_value(pending, e))?;
+        let version = pending.version_id.as_str();
+        let (mut resealed, mut refused) = (0u64, 0u64);
+        let mut records = SignedRecords::new();
+        while let Some(page) = records.next(self.store.as_ref()).await.map_err(|e| rotation.unavailable(e))? {
+            for (table, item) in page {
+                if item.attrs.get(MAC_KEY_ATTR).and_then(Value::as_str) == Some(version) {
+                    continue;
+                }
+                let new = match self.integrity.reseal(table, &item, version).await {
+                    Ok(new) => new,
+                    Err(IntegrityError::Invalid(why)) => {
+                        tracing::error!(table = table.as_str(), pk = %item.pk, sk = %item.sk, %why, "not re-sealing a record that fails its check");
+                        refused += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(rotation.unavailable(e)),
+                };
+                let old_mac = item.attrs.get(MAC_ATTR).cloned().unwrap_or(Value::Null);
+                match self.store.put(table, new, Condition::AttrEquals(MAC_ATTR.into(), old_mac)).await {
+                    Ok(()) => resealed += 1,
+                    Err(StoreError::ConditionFailed) => {}
+                    Err(e) => return Err(rotation.unavailable(e)),
+                }
+            }
+        }
+        tracing::info!(secret = rotation.secret_id(), resealed, refused, "records re-sealed under the pending key");
+        Ok(if resealed > 0 { Outcome::Changed } else { Outcome::Unchanged })
+    }
+
+    /// Every signed record that verifies is under the pending or the current
+    /// key: finishing then retires a key that signs nothing stored. (A record
+    /// failing its check is refused on read anyway; it is only reported.)
+    async fn test(&self, rotation: &SecretRotation, pending: &SecretVersion) -> Result<(), RotationError> {
+        let current = rotation.current().await?;
+        let allowed = [pending.version_id.as_str(), current.version_id.as_str()];
+        let (mut stray, mut invalid) = (0u64, 0u64);
+        let mut records = SignedRecords::new();
+        while let Some(page) = records.next(self.store.as_ref()).await.map_err(|e| rotation.unavailable(e))? {
+            for (table, item) in page {
+                let version = item.attrs.get(MAC_KEY_ATTR).and_then(Value::as_str).unwrap_or_default();
+                match self.integrity.verify(table, &item).await {
+                    Ok(()) if allowed.contains(&version) => {}
+                    Ok(()) => stray += 1,
+                    // Refused on every read already; retiring a key changes nothing for it.
+                    Err(IntegrityError::Invalid(_)) => invalid += 1,
+                    Err(e) => return Err(rotation.unavailable(e)),
+                }
+            }
+        }
+        if invalid > 0 {
+            tracing::warn!(secret = rotation.secret_id(), invalid, "signed records that fail their check are in the store");
+        }
+        if stray > 0 {
+            let message = format!("{stray} signed records still use a key finishing would retire");
+            return Err(rotation.test_failed(pending, message));
+        }
+        Ok(())
     }
 }
 

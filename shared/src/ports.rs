@@ -104,6 +104,17 @@ pub struct Query {
     pub limit: usize,
 }
 
+/// The `next` of a scan page: the last item's key, as JSON `[pk, sk]`.
+pub fn scan_cursor(item: &Item) -> String {
+    serde_json::json!([item.pk, item.sk]).to_string()
+}
+
+/// The key a scan cursor names; `Invalid` for anything we did not make.
+pub fn parse_scan_cursor(cursor: &str) -> Result<(String, String), StoreError> {
+    serde_json::from_str::<(String, String)>(cursor)
+        .map_err(|_| StoreError::Invalid(format!("not a scan cursor: {cursor:?}")))
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
     pub items: Vec<Item>,
@@ -145,6 +156,10 @@ pub trait ItemStore: Send + Sync {
         expires_at: Option<i64>,
     ) -> Result<Option<i64>, StoreError>;
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<(), StoreError>;
+    /// Every live item of `table`, `limit` at a time, in no particular order;
+    /// `after` is the previous page's `next`. For maintenance jobs (re-sealing
+    /// records under a new integrity key), never on a request path.
+    async fn scan(&self, table: Table, after: Option<String>, limit: usize) -> Result<Page, StoreError>;
     /// Physically removes up to `limit` items whose TTL passed at or before
     /// `now`, returning how many went. Reads already hide such items; this
     /// frees the space. The default suits backends that delete expired items

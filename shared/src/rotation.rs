@@ -1,23 +1,29 @@
-//! Rotation of the token signing key through the Secrets Manager rotation
-//! protocol: `createSecret`, `setSecret`, `testSecret`, `finishSecret`, each
-//! called with the secret and a `ClientRequestToken` naming the new version.
-//! The `rotation` function runs these steps for Secrets Manager; `pharmagate
-//! rotate` runs the same code on the embedded secret store.
+//! Rotation of our secrets through the Secrets Manager rotation protocol:
+//! `createSecret`, `setSecret`, `testSecret`, `finishSecret`, each called
+//! with the secret and a `ClientRequestToken` naming the new version. The
+//! `rotation` function runs these steps for Secrets Manager; `pharmagate
+//! rotate` runs the same code on the embedded secret store. The protocol
+//! (stages, idempotence, refusals) is here once; what differs per secret is
+//! a [`SecretKind`]: the token signing key ([`SigningKeyKind`]) and the
+//! record integrity key (`crate::integrity::IntegrityKeyKind`).
 //!
-//! Zero failed requests: the new key is written as `AWSPENDING`, which every
-//! verifier already accepts (`crate::signing`), with `sign_from` set one
-//! verifier-cache lifetime (plus a margin) ahead, so no token is signed with
-//! it before every verifier has had time to read it. `finishSecret` makes it
-//! `AWSCURRENT`; the old key becomes `AWSPREVIOUS`, still accepted, and keeps
-//! signing until `sign_from`. The key that was previous is dropped, so a
-//! rotation that would drop it while tokens it signed may still be valid is
-//! refused (`TooSoon`) instead.
+//! Signing key, zero failed requests: the new key is written as
+//! `AWSPENDING`, which every verifier already accepts (`crate::signing`),
+//! with `sign_from` set one verifier-cache lifetime (plus a margin) ahead, so
+//! no token is signed with it before every verifier has had time to read it.
+//! `finishSecret` makes it `AWSCURRENT`; the old key becomes `AWSPREVIOUS`,
+//! still accepted, and keeps signing until `sign_from`. The key that was
+//! previous is dropped, so a rotation that would drop it while tokens it
+//! signed may still be valid is refused (`TooSoon`) instead.
 //!
 //! Every step is safe to re-run, as Secrets Manager retries: stages are read
 //! explicitly, a step finding its work done writes nothing, and a token that
 //! is neither pending nor current is refused without writing.
 
 use std::sync::Arc;
+
+use async_trait::async_trait;
+use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -54,14 +60,15 @@ impl Step {
     }
 }
 
-/// Whether a step changed the secret.
+/// Whether a step changed anything (the secret, or records it protects).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Changed,
     Unchanged,
 }
 
-/// The timing rules, derived from the settings every function shares.
+/// The signing key's timing rules, derived from the settings every function
+/// shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RotationPolicy {
     /// From publishing a key to its first signature: the verifiers' cache
@@ -90,31 +97,59 @@ pub enum RotationError {
     NotPending { secret: String, token: String },
     #[error("{0} has no AWSCURRENT version: bootstrap it first (pharmagate dev or aws bootstrap)")]
     NoCurrent(String),
-    /// Rotating now would drop the previous key while its tokens live.
+    /// Rotating now would break something still in use; nothing written.
     #[error(
-        "not rotating {secret} yet: that would withdraw key {kid}, whose tokens may be accepted until \
-         {until} (Unix time); rotate after then, or use the compromised-key rotation to withdraw it now"
+        "not rotating {secret} yet: {reason} until {until} (Unix time); rotate after then, or use the \
+         compromised-secret rotation to replace it now"
     )]
-    TooSoon { secret: String, kid: String, until: i64 },
-    #[error("key material of {secret} version {version} is unusable: {message}")]
-    BadKey { secret: String, version: String, message: String },
+    TooSoon { secret: String, reason: String, until: i64 },
+    #[error("secret material of {secret} version {version} is unusable: {message}")]
+    BadValue { secret: String, version: String, message: String },
     #[error("testSecret failed for {secret} version {token}: {message}")]
     TestFailed { secret: String, token: String, message: String },
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// A store or key fault while re-sealing or checking records.
+    #[error("rotation of {secret} could not finish its work: {message}")]
+    Unavailable { secret: String, message: String },
 }
 
-/// The rotation of one signing-key secret.
-pub struct SigningKeyRotation {
+/// What is particular to one kind of secret; [`SecretRotation`] runs the
+/// protocol around it.
+#[async_trait]
+pub trait SecretKind: Send + Sync {
+    /// Before `createSecret` writes: refuses a rotation that cannot go ahead
+    /// yet (`TooSoon`).
+    async fn check_ready(&self, rotation: &SecretRotation, now: i64) -> Result<(), RotationError>;
+    /// New secret material made at `now`; `immediate` when it replaces a
+    /// compromised secret and must be used at once.
+    fn new_value(&self, now: i64, immediate: bool) -> Zeroizing<String>;
+    /// `setSecret`: makes the pending value usable wherever it must be.
+    async fn set(&self, rotation: &SecretRotation, pending: &SecretVersion) -> Result<Outcome, RotationError>;
+    /// `testSecret`: proves the pending value works; writes nothing.
+    async fn test(&self, rotation: &SecretRotation, pending: &SecretVersion) -> Result<(), RotationError>;
+}
+
+/// The rotation of one secret.
+pub struct SecretRotation {
     secrets: Arc<dyn SecretStore>,
     secret_id: String,
-    policy: RotationPolicy,
+    kind: Arc<dyn SecretKind>,
     clock: Clock,
 }
 
-impl SigningKeyRotation {
-    pub fn new(secrets: Arc<dyn SecretStore>, secret_id: impl Into<String>, policy: RotationPolicy) -> Self {
-        SigningKeyRotation { secrets, secret_id: secret_id.into(), policy, clock: Clock::system() }
+impl SecretRotation {
+    pub fn new(secrets: Arc<dyn SecretStore>, secret_id: impl Into<String>, kind: Arc<dyn SecretKind>) -> Self {
+        SecretRotation { secrets, secret_id: secret_id.into(), kind, clock: Clock::system() }
+    }
+
+    /// The rotation of a token signing key.
+    pub fn signing_key(
+        secrets: Arc<dyn SecretStore>,
+        secret_id: impl Into<String>,
+        policy: RotationPolicy,
+    ) -> Self {
+        Self::new(secrets, secret_id, Arc::new(SigningKeyKind { policy }))
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Self {
@@ -126,6 +161,10 @@ impl SigningKeyRotation {
         &self.secret_id
     }
 
+    pub fn secrets(&self) -> &Arc<dyn SecretStore> {
+        &self.secrets
+    }
+
     /// Runs one step for version `token`, as Secrets Manager invokes it.
     pub async fn run(&self, step: Step, token: &str) -> Result<Outcome, RotationError> {
         let outcome = match step {
@@ -135,12 +174,8 @@ impl SigningKeyRotation {
             Step::Finish => self.finish(token).await,
         };
         match &outcome {
-            Ok(o) => {
-                tracing::info!(secret = %self.secret_id, %token, step = step.as_str(), outcome = ?o, "rotation step")
-            }
-            Err(e) => {
-                tracing::error!(secret = %self.secret_id, %token, step = step.as_str(), error = %e, "rotation step failed")
-            }
+            Ok(o) => tracing::info!(secret = %self.secret_id, %token, step = step.as_str(), outcome = ?o, "rotation step"),
+            Err(e) => tracing::error!(secret = %self.secret_id, %token, step = step.as_str(), error = %e, "rotation step failed"),
         }
         outcome
     }
@@ -154,29 +189,26 @@ impl SigningKeyRotation {
         Ok(())
     }
 
-    /// Replaces a compromised current key at once: the new key signs
-    /// immediately and the old one is withdrawn (no stage), so verifiers stop
-    /// accepting it within their cache lifetime. Tokens it signed stop
-    /// working; verifiers that have not read the new key yet re-read on its
-    /// unknown `kid`.
+    /// Replaces a compromised current secret at once: the new value is used
+    /// immediately and the old one is withdrawn (no stage left), so it stops
+    /// being accepted within the readers' cache lifetime.
     pub async fn rotate_compromised(&self, token: &str) -> Result<(), RotationError> {
         let current = self.current().await?;
-        let key = SigningKey::generate().with_sign_from(self.clock.now());
-        self.secrets.put_version(&self.secret_id, token, &key.to_secret(), &[Stage::Pending]).await?;
-        self.test(token).await?;
-        self.finish(token).await?;
-        if current.version_id != token {
-            self.secrets
-                .move_stage(&self.secret_id, Stage::Previous, None, Some(&current.version_id))
-                .await?;
+        let value = self.kind.new_value(self.clock.now(), true);
+        self.secrets.put_version(&self.secret_id, token, &value, &[Stage::Pending]).await?;
+        for step in [Step::Set, Step::Test, Step::Finish] {
+            self.run(step, token).await?;
         }
-        tracing::warn!(secret = %self.secret_id, withdrawn = %current.version_id, "compromised signing key withdrawn");
+        if current.version_id != token {
+            self.secrets.move_stage(&self.secret_id, Stage::Previous, None, Some(&current.version_id)).await?;
+        }
+        tracing::warn!(secret = %self.secret_id, withdrawn = %current.version_id, "compromised secret withdrawn");
         Ok(())
     }
 
-    /// `createSecret`: new key material as `AWSPENDING`, unless this version
+    /// `createSecret`: new material as `AWSPENDING`, unless this version
     /// already has it. A stale `AWSPENDING` left by a crashed rotation moves
-    /// to the new version (it never signed anything).
+    /// to the new version (it was never current).
     async fn create(&self, token: &str) -> Result<Outcome, RotationError> {
         let stages = self.stages_of(token).await?;
         if stages.contains(&Stage::Current) {
@@ -194,68 +226,24 @@ impl SigningKeyRotation {
         if !stages.is_empty() && !stages.contains(&Stage::Pending) {
             return Err(self.not_pending(token));
         }
-        self.check_previous_retired().await?;
-        let sign_from = self.clock.now() + self.policy.publish_delay_secs;
-        let key = SigningKey::generate().with_sign_from(sign_from);
-        self.secrets.put_version(&self.secret_id, token, &key.to_secret(), &[Stage::Pending]).await?;
+        let now = self.clock.now();
+        self.kind.check_ready(self, now).await?;
+        let value = self.kind.new_value(now, false);
+        self.secrets.put_version(&self.secret_id, token, &value, &[Stage::Pending]).await?;
         Ok(Outcome::Changed)
     }
 
-    /// Refuses a rotation that would drop `AWSPREVIOUS` while tokens it
-    /// signed may still be accepted. The previous key signed until the
-    /// current key's `sign_from`.
-    async fn check_previous_retired(&self) -> Result<(), RotationError> {
-        let current = self.current().await?;
-        let Some(previous) = self.secrets.get_stage(&self.secret_id, Stage::Previous).await? else {
-            return Ok(());
-        };
-        let last_signature = self.key_of(&current)?.sign_from().unwrap_or(0);
-        let until = last_signature + self.policy.retire_after_secs;
-        if self.clock.now() < until {
-            let kid = self.key_of(&previous)?.kid().to_string();
-            return Err(RotationError::TooSoon { secret: self.secret_id.clone(), kid, until });
-        }
-        Ok(())
-    }
-
-    /// `setSecret`: there is no external service holding this key; what
-    /// "setting" it means is that verifiers can find it. Checks that a
-    /// verifier reading the secret now gets the pending key in its set.
     async fn set(&self, token: &str) -> Result<Outcome, RotationError> {
-        let Some(pending) = self.pending(token).await? else { return Ok(Outcome::Unchanged) };
-        let key = self.key_of(&pending)?;
-        if self.published_keys().await?.find(key.kid()).is_none() {
-            return Err(self.test_failed(token, "the pending key is not in the published key set"));
+        match self.pending(token).await? {
+            Some(pending) => self.kind.set(self, &pending).await,
+            None => Ok(Outcome::Unchanged),
         }
-        Ok(Outcome::Unchanged)
     }
 
-    /// `testSecret`: a token signed with the pending key verifies against the
-    /// key set verifiers build from the store.
     async fn test(&self, token: &str) -> Result<Outcome, RotationError> {
-        let Some(pending) = self.pending(token).await? else { return Ok(Outcome::Unchanged) };
-        let key = self.key_of(&pending)?;
-        let now = self.clock.now();
-        let expect = Expectations {
-            issuer: "urn:pharmagate:rotation-test".into(),
-            audience: "urn:pharmagate:rotation-test".into(),
-            max_lifetime_secs: 60,
-        };
-        let claims = Claims {
-            iss: expect.issuer.clone(),
-            sub: "rotation-test".into(),
-            aud: expect.audience.clone(),
-            client_id: "rotation-test".into(),
-            client_gen: "0".into(),
-            scope: String::new(),
-            iat: now,
-            exp: now + 60,
-            nbf: None,
-            jti: jwt::new_jti(),
-        };
-        let probe = key.sign(&claims);
-        jwt::verify(&probe, &self.published_keys().await?, &expect, now)
-            .map_err(|e| self.test_failed(token, &e.to_string()))?;
+        if let Some(pending) = self.pending(token).await? {
+            self.kind.test(self, &pending).await?;
+        }
         Ok(Outcome::Unchanged)
     }
 
@@ -295,42 +283,128 @@ impl SigningKeyRotation {
         }
     }
 
-    async fn current(&self) -> Result<SecretVersion, RotationError> {
+    /// The `AWSCURRENT` version.
+    pub async fn current(&self) -> Result<SecretVersion, RotationError> {
         self.secrets
             .get_stage(&self.secret_id, Stage::Current)
             .await?
             .ok_or_else(|| RotationError::NoCurrent(self.secret_id.clone()))
     }
 
-    /// The keys a verifier reading the store now would accept.
-    async fn published_keys(&self) -> Result<KeySet, RotationError> {
-        let mut keys = Vec::new();
-        for stage in Stage::ALL {
-            if let Some(version) = self.secrets.get_stage(&self.secret_id, stage).await? {
-                keys.push(self.key_of(&version)?.public());
-            }
-        }
-        Ok(KeySet::new(keys))
-    }
-
-    fn key_of(&self, version: &SecretVersion) -> Result<SigningKey, RotationError> {
-        SigningKey::from_secret(&version.value).map_err(|e| RotationError::BadKey {
-            secret: self.secret_id.clone(),
-            version: version.version_id.clone(),
-            message: e.to_string(),
-        })
-    }
-
     fn not_pending(&self, token: &str) -> RotationError {
         RotationError::NotPending { secret: self.secret_id.clone(), token: token.to_string() }
     }
 
-    fn test_failed(&self, token: &str, message: &str) -> RotationError {
-        RotationError::TestFailed {
+    pub fn bad_value(&self, version: &SecretVersion, message: impl ToString) -> RotationError {
+        RotationError::BadValue {
             secret: self.secret_id.clone(),
-            token: token.to_string(),
+            version: version.version_id.clone(),
             message: message.to_string(),
         }
+    }
+
+    pub fn test_failed(&self, version: &SecretVersion, message: impl ToString) -> RotationError {
+        RotationError::TestFailed {
+            secret: self.secret_id.clone(),
+            token: version.version_id.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn unavailable(&self, message: impl ToString) -> RotationError {
+        RotationError::Unavailable { secret: self.secret_id.clone(), message: message.to_string() }
+    }
+
+    pub fn too_soon(&self, reason: String, until: i64) -> RotationError {
+        RotationError::TooSoon { secret: self.secret_id.clone(), reason, until }
+    }
+}
+
+// ------------------------------------------------------- the signing key --
+
+/// The token signing key: an Ed25519 private JWK with `sign_from`.
+pub struct SigningKeyKind {
+    pub policy: RotationPolicy,
+}
+
+impl SigningKeyKind {
+    fn key_of(rotation: &SecretRotation, version: &SecretVersion) -> Result<SigningKey, RotationError> {
+        SigningKey::from_secret(&version.value).map_err(|e| rotation.bad_value(version, e))
+    }
+
+    /// The keys a verifier reading the store now would accept.
+    async fn published_keys(rotation: &SecretRotation) -> Result<KeySet, RotationError> {
+        let mut keys = Vec::new();
+        for stage in Stage::ALL {
+            if let Some(version) = rotation.secrets().get_stage(rotation.secret_id(), stage).await? {
+                keys.push(Self::key_of(rotation, &version)?.public());
+            }
+        }
+        Ok(KeySet::new(keys))
+    }
+}
+
+#[async_trait]
+impl SecretKind for SigningKeyKind {
+    /// Refuses a rotation that would drop `AWSPREVIOUS` while tokens it
+    /// signed may still be accepted. The previous key signed until the
+    /// current key's `sign_from`.
+    async fn check_ready(&self, rotation: &SecretRotation, now: i64) -> Result<(), RotationError> {
+        let current = rotation.current().await?;
+        let Some(previous) = rotation.secrets().get_stage(rotation.secret_id(), Stage::Previous).await? else {
+            return Ok(());
+        };
+        let last_signature = Self::key_of(rotation, &current)?.sign_from().unwrap_or(0);
+        let until = last_signature + self.policy.retire_after_secs;
+        if now < until {
+            let kid = Self::key_of(rotation, &previous)?.kid().to_string();
+            return Err(rotation.too_soon(format!("key {kid} would be withdrawn, and its tokens may be accepted"), until));
+        }
+        Ok(())
+    }
+
+    fn new_value(&self, now: i64, immediate: bool) -> Zeroizing<String> {
+        let sign_from = if immediate { now } else { now + self.policy.publish_delay_secs };
+        SigningKey::generate().with_sign_from(sign_from).to_secret()
+    }
+
+    /// There is no external service holding this key; what "setting" it
+    /// means is that verifiers can find it. Checks that a verifier reading
+    /// the secret now gets the pending key in its set.
+    async fn set(&self, rotation: &SecretRotation, pending: &SecretVersion) -> Result<Outcome, RotationError> {
+        let key = Self::key_of(rotation, pending)?;
+        if Self::published_keys(rotation).await?.find(key.kid()).is_none() {
+            return Err(rotation.test_failed(pending, "the pending key is not in the published key set"));
+        }
+        Ok(Outcome::Unchanged)
+    }
+
+    /// A token signed with the pending key verifies against the key set
+    /// verifiers build from the store.
+    async fn test(&self, rotation: &SecretRotation, pending: &SecretVersion) -> Result<(), RotationError> {
+        let key = Self::key_of(rotation, pending)?;
+        let now = rotation.clock.now();
+        let expect = Expectations {
+            issuer: "urn:pharmagate:rotation-test".into(),
+            audience: "urn:pharmagate:rotation-test".into(),
+            max_lifetime_secs: 60,
+        };
+        let claims = Claims {
+            iss: expect.issuer.clone(),
+            sub: "rotation-test".into(),
+            aud: expect.audience.clone(),
+            client_id: "rotation-test".into(),
+            client_gen: "0".into(),
+            scope: String::new(),
+            iat: now,
+            exp: now + 60,
+            nbf: None,
+            jti: jwt::new_jti(),
+        };
+        let probe = key.sign(&claims);
+        jwt::verify(&probe, &Self::published_keys(rotation).await?, &expect, now)
+            .map_err(|e| rotation.test_failed(pending, e))?;
+        Ok(())
     }
 }
 
@@ -372,8 +446,7 @@ mod tests {
 
     #[test]
     fn an_event_arn_names_the_configured_secret() {
-        let arn =
-            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pharmagate/prod/jwt-signing-key-AbC123";
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pharmagate/prod/jwt-signing-key-AbC123";
         assert!(same_secret("pharmagate/prod/jwt-signing-key", arn));
         assert!(same_secret(arn, arn));
         assert!(!same_secret("pharmagate/prod/integrity-key", arn));

@@ -4,19 +4,27 @@
 //! a full rotation, re-runs of every step, a crash after each step, tokens
 //! that are neither pending nor current, the retirement guard, the
 //! compromised-key rotation, and verifiers picking up new keys without a
-//! restart.
+//! restart. Then the integrity key's rotation, which re-seals every signed
+//! record, on both whole backends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pharmagate_shared::aws::{self, CallCounters, SecretsManagerStore};
-use pharmagate_shared::clock::Clock;
+use pharmagate_shared::aws::{self, AwsResources, CallCounters, SecretsManagerStore};
+use pharmagate_shared::clock::{Clock, now_secs};
+use pharmagate_shared::config::{Backend, Settings};
+use pharmagate_shared::domain::{Cas, CustomerId, Permission, Role, Tier};
+use pharmagate_shared::integrity::{INITIAL_KEY_VERSION, Integrity, MAC_KEY_ATTR};
+use pharmagate_shared::ports::{Condition, Item, Table};
+use pharmagate_shared::repo::RepoError;
+use pharmagate_shared::repo::clients::NewClient;
+use pharmagate_shared::repo::keys::NewKey;
 use pharmagate_shared::embedded::{EmbeddedSecrets, LocalVault, SqliteStore};
 use pharmagate_shared::jwt::{self, Claims, Expectations, JwtError};
 use pharmagate_shared::ports::{SecretError, SecretStore, SecretVersion, Stage};
-use pharmagate_shared::rotation::{Outcome, RotationError, RotationPolicy, SigningKeyRotation, Step};
+use pharmagate_shared::rotation::{Outcome, RotationError, RotationPolicy, SecretRotation, Step};
 use pharmagate_shared::signing::SigningKeys;
 
 const T0: i64 = 1_900_000_000;
@@ -37,8 +45,8 @@ impl Fixture {
         fixture
     }
 
-    fn rotation(&self) -> SigningKeyRotation {
-        SigningKeyRotation::new(self.store.clone(), self.id.clone(), POLICY)
+    fn rotation(&self) -> SecretRotation {
+        SecretRotation::signing_key(self.store.clone(), self.id.clone(), POLICY)
             .with_clock(Clock::manual(self.time.clone()))
     }
 
@@ -169,7 +177,10 @@ async fn rotating_again_while_previous_tokens_live_is_refused(store: Arc<dyn Sec
     let until = T0 + 62 + 990;
     f.set_time(until - 1);
     match f.rotation().run(Step::Create, "tok-0002").await {
-        Err(RotationError::TooSoon { kid, until: u, .. }) => assert_eq!((kid, u), (initial_kid, until)),
+        Err(RotationError::TooSoon { reason, until: u, .. }) => {
+            assert_eq!(u, until);
+            assert_eq!(reason, format!("key {initial_kid} would be withdrawn, and its tokens may be accepted"));
+        }
         other => panic!("expected TooSoon, got {other:?}"),
     }
     assert_eq!(f.staged().await, before);
@@ -312,7 +323,7 @@ async fn a_verifier_learns_a_new_key_on_its_kid_but_unknown_kids_cannot_force_re
     assert_eq!(first.keys().len(), 1);
 
     // Another process rotates (here: a compromised-key rotation, effective now).
-    let rotation = SigningKeyRotation::new(store.clone(), id, POLICY);
+    let rotation = SecretRotation::signing_key(store.clone(), id, POLICY);
     rotation.rotate_compromised("tok-0001").await.expect("rotate");
     let new_kid = {
         let current = store.get_stage(id, Stage::Current).await.expect("read").expect("current");
@@ -329,4 +340,94 @@ async fn a_verifier_learns_a_new_key_on_its_kid_but_unknown_kids_cannot_force_re
         assert!(keys.find(&new_kid).is_some());
     }
     assert_eq!(store.reads.load(Ordering::SeqCst), reads + 3, "made-up kids forced no re-read");
+}
+
+// ------------------------------------------------------ the integrity key --
+
+/// The integrity key's rotation on a whole backend: every signed record is
+/// re-sealed under the new key and still reads; a rotation too soon after
+/// the last waits; a record a stale writer signs with the key about to be
+/// retired fails `testSecret` until `setSecret` runs again; a forged record
+/// is never re-sealed.
+async fn integrity_rotation_reseals_every_signed_record(backend: Backend) {
+    let tag = &aws::unique_prefix("c")[4..];
+    let customer = CustomerId::parse(&format!("int-{tag}")).unwrap();
+    let new_key = NewKey { customer: customer.clone(), role: Role::Customer, tier: Tier::Free, label: None, expires_at: None };
+    let (_, key) = backend.keys().issue(new_key, None).await.expect("issue");
+    let aspirin = Cas::parse("50-78-2").unwrap();
+    backend.customers().grant(&customer, aspirin).await.expect("grant");
+    let new_client = NewClient {
+        id: None,
+        name: "integrity".into(),
+        customer: customer.clone(),
+        tier: Tier::Paid,
+        scopes: vec![Permission::CatalogRead],
+    };
+    let (_, client) = backend.clients().create(new_client).await.expect("client");
+    let store = backend.store.clone();
+    let key_item = || async { store.get(Table::Keys, &format!("KEY#{}", key.id), "KEY").await.unwrap().unwrap() };
+    let mac_key = |item: &Item| item.attrs[MAC_KEY_ATTR].as_str().unwrap().to_string();
+    assert_eq!(mac_key(&key_item().await), INITIAL_KEY_VERSION);
+
+    let t1 = now_secs() + 601;
+    let time = Arc::new(AtomicI64::new(t1));
+    let rotation = backend.integrity_rotation().with_clock(Clock::manual(time.clone()));
+    let secret = rotation.secret_id().to_string();
+    rotation.rotate("int-0001").await.expect("first rotation");
+    assert_eq!(mac_key(&key_item().await), "int-0001");
+
+    match rotation.run(Step::Create, "int-0002").await {
+        Err(RotationError::TooSoon { until, .. }) => assert_eq!(until, t1 + 600),
+        other => panic!("a second rotation at once: expected TooSoon, got {other:?}"),
+    }
+    time.store(t1 + 600, Ordering::SeqCst);
+    assert_eq!(rotation.run(Step::Create, "int-0002").await.expect("create"), Outcome::Changed);
+    assert_eq!(rotation.run(Step::Set, "int-0002").await.expect("set"), Outcome::Changed);
+    assert_eq!(rotation.run(Step::Set, "int-0002").await.expect("set again"), Outcome::Unchanged);
+    assert_eq!(mac_key(&key_item().await), "int-0002");
+
+    // A writer still using the key finishing would retire (int-0001 is
+    // current and stays accepted; the initial key is previous and goes).
+    let stale = backend.integrity.reseal(Table::Keys, &key_item().await, INITIAL_KEY_VERSION).await.unwrap();
+    store.put(Table::Keys, stale, Condition::Always).await.unwrap();
+    match rotation.run(Step::Test, "int-0002").await {
+        Err(RotationError::TestFailed { message, .. }) => {
+            assert_eq!(message, "1 signed records still use a key finishing would retire")
+        }
+        other => panic!("expected TestFailed, got {other:?}"),
+    }
+    rotation.rotate("int-0002").await.expect("the retried rotation converges");
+    let staged = backend.secrets.staged_versions(&secret).await.unwrap();
+    assert_eq!(staged, vec![("int-0001".into(), vec![Stage::Previous]), ("int-0002".into(), vec![Stage::Current])]);
+
+    // Everything still reads, under the new key.
+    let fresh = Integrity::new(backend.secrets.clone(), secret.clone());
+    fresh.verify(Table::Keys, &key_item().await).await.expect("key record verifies");
+    assert_eq!(backend.keys().get(&key.id).await.unwrap(), Some(key.clone()));
+    assert_eq!(backend.customers().entitlements(&customer).await.unwrap(), vec![aspirin]);
+    assert_eq!(backend.clients().get(&client.id).await.unwrap().map(|c| c.id), Some(client.id.clone()));
+
+    // A forged record (a raised role, its MAC made up) is never re-sealed.
+    let mut forged = key_item().await;
+    forged.attrs.insert("role".into(), serde_json::json!("admin"));
+    store.put(Table::Keys, forged.clone(), Condition::Always).await.unwrap();
+    time.store(t1 + 1_200, Ordering::SeqCst);
+    rotation.rotate("int-0003").await.expect("rotation with a forged record in the store");
+    assert_eq!(key_item().await, forged, "the forged record was left as it was");
+    assert!(matches!(backend.keys().get(&key.id).await, Err(RepoError::Integrity(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integrity_key_rotation_on_the_embedded_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    integrity_rotation_reseals_every_signed_record(Backend::embedded(dir.path(), Settings::default()).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integrity_key_rotation_on_the_aws_backend() {
+    let Some(endpoint) = aws::test_endpoint("integrity_key_rotation_on_the_aws_backend") else { return };
+    let resources = AwsResources::with_prefix(&aws::unique_prefix("introt"));
+    let sdk = aws::local_sdk_config(&endpoint).await;
+    let backend = Backend::aws_with(&sdk, &resources, Settings::default(), true).await.expect("bootstrap");
+    integrity_rotation_reseals_every_signed_record(backend).await;
 }

@@ -218,3 +218,31 @@ async fn the_lifecycle_job_expires_dead_keys_once() {
         .collect();
     assert!(statuses.contains(&(key_id(&key), "expired")), "{listed}");
 }
+
+#[tokio::test]
+async fn the_integrity_key_rotates_and_every_record_keeps_working() {
+    let s = Server::start();
+    let api = s.api();
+    let partner = s.issue_key("integrity-co", "partner", "paid");
+    s.grant("integrity-co", ASPIRIN);
+    let manufacturing = format!("/v1/products/{ASPIRIN}/manufacturing");
+    assert_eq!(api.get(&manufacturing, partner.as_str()).await.status, 200);
+
+    // The key is minutes old: a scheduled rotation waits.
+    let early = cli_env(&s.data_dir, &["rotate", "--secret", "integrity"], &[]);
+    assert_eq!(early.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&early.stderr);
+    assert!(stderr.contains("not rotating") && stderr.contains("integrity-key yet"), "{stderr}");
+
+    // A leaked key is replaced at once; every record is re-sealed.
+    let out = cli_env(&s.data_dir, &["rotate", "--secret", "integrity", "--compromised"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("AWSCURRENT: version rotation-") && !stdout.contains("AWSPREVIOUS"), "{stdout}");
+    assert_eq!(api.get(&manufacturing, partner.as_str()).await.status, 200, "key and entitlement re-sealed");
+    assert_eq!(api.get("/v1/keys", s.admin()).await.status, 200, "the seeded admin key too");
+    // New records are signed with the new key at once.
+    let issued = api.post_json("/v1/keys", s.admin(), &json!({"customer": "integrity-co"})).await;
+    let new_key = issued.json(201)["key"].as_str().unwrap().to_string();
+    assert_eq!(api.get(&format!("/v1/products/{ASPIRIN}"), new_key.as_str()).await.status, 200);
+}

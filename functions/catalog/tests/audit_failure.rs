@@ -50,6 +50,9 @@ impl ItemStore for NoAuditTable {
     ) -> Result<Option<i64>, StoreError> {
         self.0.add(table, pk, sk, by, max, expires_at).await
     }
+    async fn scan(&self, table: Table, after: Option<String>, limit: usize) -> Result<Page, StoreError> {
+        self.0.scan(table, after, limit).await
+    }
     async fn transact(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
         if touches_audit(&ops) {
             return Err(StoreError::Unavailable("audit table throttled".into()));

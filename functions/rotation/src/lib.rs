@@ -1,4 +1,5 @@
-//! The Secrets Manager rotation handler for the token signing key.
+//! The Secrets Manager rotation handler for our secrets: the token signing
+//! key and the record integrity key.
 //!
 //! Secrets Manager calls it four times per rotation with
 //! `{"Step", "SecretId", "ClientRequestToken"}`; the work is in
@@ -9,7 +10,7 @@
 
 use lambda_runtime::LambdaEvent;
 use pharmagate_shared::config::Backend;
-use pharmagate_shared::rotation::{Outcome, RotationError, SigningKeyRotation, Step, same_secret};
+use pharmagate_shared::rotation::{Outcome, RotationError, SecretRotation, Step, same_secret};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -33,12 +34,12 @@ pub enum RotationFailure {
 }
 
 pub struct RotationHandler {
-    signing: SigningKeyRotation,
+    rotations: Vec<SecretRotation>,
 }
 
 impl RotationHandler {
     pub fn new(backend: &Backend) -> Self {
-        RotationHandler { signing: backend.signing_rotation() }
+        RotationHandler { rotations: vec![backend.signing_rotation(), backend.integrity_rotation()] }
     }
 
     pub async fn handle(&self, event: LambdaEvent<RotationEvent>) -> Result<Value, lambda_runtime::Error> {
@@ -51,14 +52,15 @@ impl RotationHandler {
     pub async fn run(&self, event: &RotationEvent) -> Result<Value, RotationFailure> {
         let step =
             Step::parse(&event.step).ok_or_else(|| RotationFailure::UnknownStep(event.step.clone()))?;
-        if !same_secret(self.signing.secret_id(), &event.secret_id) {
+        let Some(rotation) = self.rotations.iter().find(|r| same_secret(r.secret_id(), &event.secret_id)) else {
             tracing::error!(asked = %event.secret_id, "rotation requested for a secret this function does not rotate");
+            let configured: Vec<&str> = self.rotations.iter().map(SecretRotation::secret_id).collect();
             return Err(RotationFailure::UnknownSecret {
-                configured: self.signing.secret_id().to_string(),
+                configured: configured.join(" and "),
                 asked: event.secret_id.clone(),
             });
-        }
-        let outcome = self.signing.run(step, &event.client_request_token).await?;
+        };
+        let outcome = rotation.run(step, &event.client_request_token).await?;
         Ok(json!({"step": step.as_str(), "changed": outcome == Outcome::Changed}))
     }
 }

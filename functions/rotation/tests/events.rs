@@ -60,12 +60,12 @@ async fn events_for_other_secrets_or_unknown_steps_are_refused_without_writing()
     let (_dir, backend, handler) = setup().await;
     let mut other = event("createSecret");
     other.payload.secret_id =
-        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pharmagate/dev/integrity-key-Xy12Zw".into();
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pharmagate/dev/db-password-Xy12Zw".into();
     let error = handler.handle(other).await.unwrap_err().to_string();
     assert_eq!(
         error,
-        "this function rotates pharmagate/dev/jwt-signing-key, not \
-         arn:aws:secretsmanager:eu-west-1:123456789012:secret:pharmagate/dev/integrity-key-Xy12Zw"
+        "this function rotates pharmagate/dev/jwt-signing-key and pharmagate/integrity-key, not \
+         arn:aws:secretsmanager:eu-west-1:123456789012:secret:pharmagate/dev/db-password-Xy12Zw"
     );
     let error = handler.handle(event("CreateSecret")).await.unwrap_err().to_string();
     assert_eq!(error, "unknown rotation step \"CreateSecret\"");
@@ -73,4 +73,21 @@ async fn events_for_other_secrets_or_unknown_steps_are_refused_without_writing()
     assert!(error.contains("is neither AWSPENDING nor AWSCURRENT; nothing was written"), "{error}");
     let staged = backend.secrets.staged_versions(SECRET).await.unwrap();
     assert_eq!(staged, vec![("initial".to_string(), vec![Stage::Current])]);
+}
+
+#[tokio::test]
+async fn an_integrity_key_event_reaches_the_integrity_key_rotation() {
+    use pharmagate_shared::domain::{CustomerId, Role, Tier};
+    use pharmagate_shared::repo::keys::NewKey;
+    let (_dir, backend, handler) = setup().await;
+    let customer = CustomerId::parse("rot-co").unwrap();
+    let new = NewKey { customer, role: Role::Customer, tier: Tier::Free, label: None, expires_at: None };
+    let (_, record) = backend.keys().issue(new, None).await.unwrap();
+    // The key made at first use is new: a rotation now must wait ten minutes.
+    let secret = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pharmagate/integrity-key-Xy12Zw";
+    let mut create = event("createSecret");
+    create.payload.secret_id = secret.into();
+    let error = handler.handle(create).await.unwrap_err().to_string();
+    assert!(error.starts_with("not rotating pharmagate/integrity-key yet: key integrity-key-0001 is new"), "{error}");
+    assert_eq!(backend.keys().get(&record.id).await.unwrap(), Some(record));
 }

@@ -27,6 +27,7 @@ use super::{CallCounters, count};
 use crate::clock::now_secs;
 use crate::ports::{
     Attrs, Condition, Item, ItemStore, MAX_TRANSACTION_OPS, Page, Query, StoreError, Table, WriteOp,
+    parse_scan_cursor, scan_cursor,
 };
 
 const PK: &str = "PK";
@@ -363,6 +364,44 @@ impl ItemStore for DynamoStore {
         let more = items.len() > limit;
         items.truncate(limit);
         let next = if more { items.last().map(|i| i.sk.clone()) } else { None };
+        Ok(Page { items, next })
+    }
+
+    /// Scan pages, resumed from the last item returned (any item's key is a
+    /// valid `ExclusiveStartKey`); expired items are dropped as on reads.
+    async fn scan(&self, table: Table, after: Option<String>, limit: usize) -> Result<Page, StoreError> {
+        if limit == 0 {
+            return Err(StoreError::Invalid("scan limit must be at least 1".into()));
+        }
+        let want = limit.min(i32::MAX as usize - 1) + 1;
+        let mut start = after.as_deref().map(parse_scan_cursor).transpose()?.map(|(pk, sk)| self.key(&pk, &sk));
+        let now = now_secs();
+        let mut items = Vec::new();
+        while items.len() < want {
+            self.count();
+            let out = self
+                .client
+                .scan()
+                .table_name(self.tables.name(table))
+                .consistent_read(true)
+                .limit(i32::try_from(want - items.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| unavailable(classify("Scan", e)))?;
+            for map in out.items.unwrap_or_default() {
+                if let Some(item) = map_to_item(map, now)? {
+                    items.push(item);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next = if more { items.last().map(scan_cursor) } else { None };
         Ok(Page { items, next })
     }
 

@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::clock::now_secs;
 use crate::ports::{
     Attrs, Condition, Item, ItemStore, MAX_TRANSACTION_OPS, Page, Query, StoreError, Table, WriteOp,
+    parse_scan_cursor, scan_cursor,
 };
 
 const SCHEMA: &str = "
@@ -309,6 +310,39 @@ impl ItemStore for SqliteStore {
             apply(&tx, &WriteOp::Put { table, item, condition: Condition::Always })?;
             tx.commit().map_err(unavailable)?;
             Ok(Some(value))
+        })
+        .await
+    }
+
+    async fn scan(&self, table: Table, after: Option<String>, limit: usize) -> Result<Page, StoreError> {
+        if limit == 0 {
+            return Err(StoreError::Invalid("scan limit must be at least 1".into()));
+        }
+        let start = after.as_deref().map(parse_scan_cursor).transpose()?;
+        self.with_conn(move |conn| {
+            let (pk, sk) = start.unzip();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT pk, sk, attrs, expires_at FROM items WHERE tbl = ?1 \
+                     AND (?2 IS NULL OR (pk, sk) > (?2, ?3)) AND (expires_at IS NULL OR expires_at > ?4) \
+                     ORDER BY pk, sk LIMIT ?5",
+                )
+                .map_err(unavailable)?;
+            let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+            let rows = stmt
+                .query_map(params![table.as_str(), pk, sk, now_secs(), fetch], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?))
+                })
+                .map_err(unavailable)?;
+            let mut items = Vec::new();
+            for row in rows {
+                let (pk, sk, attrs, expires_at) = row.map_err(unavailable)?;
+                items.push(Item { pk, sk, attrs: parse_attrs(&attrs)?, expires_at });
+            }
+            let more = items.len() > limit;
+            items.truncate(limit);
+            let next = if more { items.last().map(scan_cursor) } else { None };
+            Ok(Page { items, next })
         })
         .await
     }

@@ -72,6 +72,8 @@ echo "== cargo test: the black-box suite again, on the AWS backend (moto)"
 PHARMAGATE_TEST_BACKEND=aws cargo test --locked --no-fail-fast -p pharmagate-cli --test blackbox -- --test-threads=3 2>&1 \
     | tee -a "$log" || status=$?
 
+./scripts/infra-check.sh || status=$? # cargo-deny, Lambda bundles and their sizes, cfn-lint + sam validate
+
 # One closing line with the totals over every test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -75,6 +75,9 @@ PHARMAGATE_TEST_BACKEND=aws cargo test --locked --no-fail-fast -p pharmagate-cli
 echo "== schemathesis: the local gateway against infra/openapi.yaml"
 ./scripts/schemathesis.sh 2>&1 | tee -a "$log" || status=$?
 
+echo "== infra checks"
+./scripts/infra-check.sh || status=$? # cargo-deny, Lambda bundles and their sizes, cfn-lint + sam validate
+
 # One closing line with the totals over every test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

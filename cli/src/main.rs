@@ -17,7 +17,6 @@ use pharmagate_shared::config::{Backend, BackendKind, Settings, validate_issuer}
 use pharmagate_shared::domain::client::{parse_scope_list, scope_text, validate_grant};
 use pharmagate_shared::domain::{Cas, ClientId, CustomerId, KeyId, Role, Tier};
 use pharmagate_shared::jwt::SigningKey;
-use pharmagate_shared::{integrity, lifecycle};
 use pharmagate_shared::metrics::MetricsTarget;
 use pharmagate_shared::ports::Stage;
 use pharmagate_shared::repo::AuditRepo;
@@ -25,6 +24,7 @@ use pharmagate_shared::repo::clients::{NewClient, validate_name as validate_clie
 use pharmagate_shared::repo::keys::{NewKey, expiry_after_days, validate_label};
 use pharmagate_shared::repo::{DEFAULT_GRACE_SECS, validate_grace};
 use pharmagate_shared::rotation::{self, RotationError};
+use pharmagate_shared::{integrity, lifecycle};
 
 #[derive(Parser)]
 #[command(

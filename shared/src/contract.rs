@@ -910,7 +910,9 @@ async fn scan_visits_every_live_item_once(store: Arc<dyn ItemStore>) {
     for _ in 0..10_000 {
         let page = store.scan(table, after.take(), 5).await.unwrap_or_else(|e| panic!("scan: {e}"));
         assert!(page.items.len() <= 5, "a page of {} items exceeds the limit 5", page.items.len());
-        seen.extend(page.items.iter().filter(|i| i.pk.starts_with(&base)).map(|i| (i.pk.clone(), i.sk.clone())));
+        seen.extend(
+            page.items.iter().filter(|i| i.pk.starts_with(&base)).map(|i| (i.pk.clone(), i.sk.clone())),
+        );
         match page.next {
             Some(next) => after = Some(next),
             None => break,

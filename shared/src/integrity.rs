@@ -376,7 +376,11 @@ impl SecretKind for IntegrityKeyKind {
     /// Re-seals every signed record still under another key. A record that
     /// fails its check is left alone (and fails `testSecret`); one changed
     /// meanwhile is skipped (its writer signed it; `testSecret` sees it).
-    async fn set(&self, rotation: &SecretRotation, pending: &SecretVersion) -> Result<Outcome, RotationError> {
+    async fn set(
+        &self,
+        rotation: &SecretRotation,
+        pending: &SecretVersion,
+    ) -> Result<Outcome, RotationError> {
         key_bytes(&pending.value).map_err(|e| rotation.bad_value(pending, e))?;
         let version = pending.version_id.as_str();
         let (mut resealed, mut refused) = (0u64, 0u64);
@@ -403,7 +407,12 @@ impl SecretKind for IntegrityKeyKind {
                 }
             }
         }
-        tracing::info!(secret = rotation.secret_id(), resealed, refused, "records re-sealed under the pending key");
+        tracing::info!(
+            secret = rotation.secret_id(),
+            resealed,
+            refused,
+            "records re-sealed under the pending key"
+        );
         Ok(if resealed > 0 { Outcome::Changed } else { Outcome::Unchanged })
     }
 
@@ -428,7 +437,11 @@ impl SecretKind for IntegrityKeyKind {
             }
         }
         if invalid > 0 {
-            tracing::warn!(secret = rotation.secret_id(), invalid, "signed records that fail their check are in the store");
+            tracing::warn!(
+                secret = rotation.secret_id(),
+                invalid,
+                "signed records that fail their check are in the store"
+            );
         }
         if stray > 0 {
             let message = format!("{stray} signed records still use a key finishing would retire");

@@ -125,7 +125,8 @@ pub trait SecretKind: Send + Sync {
     /// compromised secret and must be used at once.
     fn new_value(&self, now: i64, immediate: bool) -> Zeroizing<String>;
     /// `setSecret`: makes the pending value usable wherever it must be.
-    async fn set(&self, rotation: &SecretRotation, pending: &SecretVersion) -> Result<Outcome, RotationError>;
+    async fn set(&self, rotation: &SecretRotation, pending: &SecretVersion)
+    -> Result<Outcome, RotationError>;
     /// `testSecret`: proves the pending value works; writes nothing.
     async fn test(&self, rotation: &SecretRotation, pending: &SecretVersion) -> Result<(), RotationError>;
 }
@@ -139,7 +140,11 @@ pub struct SecretRotation {
 }
 
 impl SecretRotation {
-    pub fn new(secrets: Arc<dyn SecretStore>, secret_id: impl Into<String>, kind: Arc<dyn SecretKind>) -> Self {
+    pub fn new(
+        secrets: Arc<dyn SecretStore>,
+        secret_id: impl Into<String>,
+        kind: Arc<dyn SecretKind>,
+    ) -> Self {
         SecretRotation { secrets, secret_id: secret_id.into(), kind, clock: Clock::system() }
     }
 
@@ -174,8 +179,12 @@ impl SecretRotation {
             Step::Finish => self.finish(token).await,
         };
         match &outcome {
-            Ok(o) => tracing::info!(secret = %self.secret_id, %token, step = step.as_str(), outcome = ?o, "rotation step"),
-            Err(e) => tracing::error!(secret = %self.secret_id, %token, step = step.as_str(), error = %e, "rotation step failed"),
+            Ok(o) => {
+                tracing::info!(secret = %self.secret_id, %token, step = step.as_str(), outcome = ?o, "rotation step")
+            }
+            Err(e) => {
+                tracing::error!(secret = %self.secret_id, %token, step = step.as_str(), error = %e, "rotation step failed")
+            }
         }
         outcome
     }
@@ -200,7 +209,9 @@ impl SecretRotation {
             self.run(step, token).await?;
         }
         if current.version_id != token {
-            self.secrets.move_stage(&self.secret_id, Stage::Previous, None, Some(&current.version_id)).await?;
+            self.secrets
+                .move_stage(&self.secret_id, Stage::Previous, None, Some(&current.version_id))
+                .await?;
         }
         tracing::warn!(secret = %self.secret_id, withdrawn = %current.version_id, "compromised secret withdrawn");
         Ok(())
@@ -351,14 +362,16 @@ impl SecretKind for SigningKeyKind {
     /// current key's `sign_from`.
     async fn check_ready(&self, rotation: &SecretRotation, now: i64) -> Result<(), RotationError> {
         let current = rotation.current().await?;
-        let Some(previous) = rotation.secrets().get_stage(rotation.secret_id(), Stage::Previous).await? else {
+        let Some(previous) = rotation.secrets().get_stage(rotation.secret_id(), Stage::Previous).await?
+        else {
             return Ok(());
         };
         let last_signature = Self::key_of(rotation, &current)?.sign_from().unwrap_or(0);
         let until = last_signature + self.policy.retire_after_secs;
         if now < until {
             let kid = Self::key_of(rotation, &previous)?.kid().to_string();
-            return Err(rotation.too_soon(format!("key {kid} would be withdrawn, and its tokens may be accepted"), until));
+            return Err(rotation
+                .too_soon(format!("key {kid} would be withdrawn, and its tokens may be accepted"), until));
         }
         Ok(())
     }
@@ -371,7 +384,11 @@ impl SecretKind for SigningKeyKind {
     /// There is no external service holding this key; what "setting" it
     /// means is that verifiers can find it. Checks that a verifier reading
     /// the secret now gets the pending key in its set.
-    async fn set(&self, rotation: &SecretRotation, pending: &SecretVersion) -> Result<Outcome, RotationError> {
+    async fn set(
+        &self,
+        rotation: &SecretRotation,
+        pending: &SecretVersion,
+    ) -> Result<Outcome, RotationError> {
         let key = Self::key_of(rotation, pending)?;
         if Self::published_keys(rotation).await?.find(key.kid()).is_none() {
             return Err(rotation.test_failed(pending, "the pending key is not in the published key set"));
@@ -446,7 +463,8 @@ mod tests {
 
     #[test]
     fn an_event_arn_names_the_configured_secret() {
-        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pharmagate/prod/jwt-signing-key-AbC123";
+        let arn =
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pharmagate/prod/jwt-signing-key-AbC123";
         assert!(same_secret("pharmagate/prod/jwt-signing-key", arn));
         assert!(same_secret(arn, arn));
         assert!(!same_secret("pharmagate/prod/integrity-key", arn));

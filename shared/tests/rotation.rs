@@ -16,14 +16,14 @@ use pharmagate_shared::aws::{self, AwsResources, CallCounters, SecretsManagerSto
 use pharmagate_shared::clock::{Clock, now_secs};
 use pharmagate_shared::config::{Backend, Settings};
 use pharmagate_shared::domain::{Cas, CustomerId, Permission, Role, Tier};
+use pharmagate_shared::embedded::{EmbeddedSecrets, LocalVault, SqliteStore};
 use pharmagate_shared::integrity::{INITIAL_KEY_VERSION, Integrity, MAC_KEY_ATTR};
+use pharmagate_shared::jwt::{self, Claims, Expectations, JwtError};
 use pharmagate_shared::ports::{Condition, Item, Table};
+use pharmagate_shared::ports::{SecretError, SecretStore, SecretVersion, Stage};
 use pharmagate_shared::repo::RepoError;
 use pharmagate_shared::repo::clients::NewClient;
 use pharmagate_shared::repo::keys::NewKey;
-use pharmagate_shared::embedded::{EmbeddedSecrets, LocalVault, SqliteStore};
-use pharmagate_shared::jwt::{self, Claims, Expectations, JwtError};
-use pharmagate_shared::ports::{SecretError, SecretStore, SecretVersion, Stage};
 use pharmagate_shared::rotation::{Outcome, RotationError, RotationPolicy, SecretRotation, Step};
 use pharmagate_shared::signing::SigningKeys;
 
@@ -179,7 +179,10 @@ async fn rotating_again_while_previous_tokens_live_is_refused(store: Arc<dyn Sec
     match f.rotation().run(Step::Create, "tok-0002").await {
         Err(RotationError::TooSoon { reason, until: u, .. }) => {
             assert_eq!(u, until);
-            assert_eq!(reason, format!("key {initial_kid} would be withdrawn, and its tokens may be accepted"));
+            assert_eq!(
+                reason,
+                format!("key {initial_kid} would be withdrawn, and its tokens may be accepted")
+            );
         }
         other => panic!("expected TooSoon, got {other:?}"),
     }
@@ -352,7 +355,13 @@ async fn a_verifier_learns_a_new_key_on_its_kid_but_unknown_kids_cannot_force_re
 async fn integrity_rotation_reseals_every_signed_record(backend: Backend) {
     let tag = &aws::unique_prefix("c")[4..];
     let customer = CustomerId::parse(&format!("int-{tag}")).unwrap();
-    let new_key = NewKey { customer: customer.clone(), role: Role::Customer, tier: Tier::Free, label: None, expires_at: None };
+    let new_key = NewKey {
+        customer: customer.clone(),
+        role: Role::Customer,
+        tier: Tier::Free,
+        label: None,
+        expires_at: None,
+    };
     let (_, key) = backend.keys().issue(new_key, None).await.expect("issue");
     let aspirin = Cas::parse("50-78-2").unwrap();
     backend.customers().grant(&customer, aspirin).await.expect("grant");
@@ -365,7 +374,8 @@ async fn integrity_rotation_reseals_every_signed_record(backend: Backend) {
     };
     let (_, client) = backend.clients().create(new_client).await.expect("client");
     let store = backend.store.clone();
-    let key_item = || async { store.get(Table::Keys, &format!("KEY#{}", key.id), "KEY").await.unwrap().unwrap() };
+    let key_item =
+        || async { store.get(Table::Keys, &format!("KEY#{}", key.id), "KEY").await.unwrap().unwrap() };
     let mac_key = |item: &Item| item.attrs[MAC_KEY_ATTR].as_str().unwrap().to_string();
     assert_eq!(mac_key(&key_item().await), INITIAL_KEY_VERSION);
 
@@ -398,7 +408,10 @@ async fn integrity_rotation_reseals_every_signed_record(backend: Backend) {
     }
     rotation.rotate("int-0002").await.expect("the retried rotation converges");
     let staged = backend.secrets.staged_versions(&secret).await.unwrap();
-    assert_eq!(staged, vec![("int-0001".into(), vec![Stage::Previous]), ("int-0002".into(), vec![Stage::Current])]);
+    assert_eq!(
+        staged,
+        vec![("int-0001".into(), vec![Stage::Previous]), ("int-0002".into(), vec![Stage::Current])]
+    );
 
     // Everything still reads, under the new key.
     let fresh = Integrity::new(backend.secrets.clone(), secret.clone());
@@ -420,7 +433,10 @@ async fn integrity_rotation_reseals_every_signed_record(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn integrity_key_rotation_on_the_embedded_backend() {
     let dir = tempfile::tempdir().expect("tempdir");
-    integrity_rotation_reseals_every_signed_record(Backend::embedded(dir.path(), Settings::default()).unwrap()).await;
+    integrity_rotation_reseals_every_signed_record(
+        Backend::embedded(dir.path(), Settings::default()).unwrap(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,7 +52,8 @@ impl RotationHandler {
     pub async fn run(&self, event: &RotationEvent) -> Result<Value, RotationFailure> {
         let step =
             Step::parse(&event.step).ok_or_else(|| RotationFailure::UnknownStep(event.step.clone()))?;
-        let Some(rotation) = self.rotations.iter().find(|r| same_secret(r.secret_id(), &event.secret_id)) else {
+        let Some(rotation) = self.rotations.iter().find(|r| same_secret(r.secret_id(), &event.secret_id))
+        else {
             tracing::error!(asked = %event.secret_id, "rotation requested for a secret this function does not rotate");
             let configured: Vec<&str> = self.rotations.iter().map(SecretRotation::secret_id).collect();
             return Err(RotationFailure::UnknownSecret {

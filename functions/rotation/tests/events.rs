@@ -88,6 +88,9 @@ async fn an_integrity_key_event_reaches_the_integrity_key_rotation() {
     let mut create = event("createSecret");
     create.payload.secret_id = secret.into();
     let error = handler.handle(create).await.unwrap_err().to_string();
-    assert!(error.starts_with("not rotating pharmagate/integrity-key yet: key integrity-key-0001 is new"), "{error}");
+    assert!(
+        error.starts_with("not rotating pharmagate/integrity-key yet: key integrity-key-0001 is new"),
+        "{error}"
+    );
     assert_eq!(backend.keys().get(&record.id).await.unwrap(), Some(record));
 }

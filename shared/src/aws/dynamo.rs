@@ -374,7 +374,8 @@ impl ItemStore for DynamoStore {
             return Err(StoreError::Invalid("scan limit must be at least 1".into()));
         }
         let want = limit.min(i32::MAX as usize - 1) + 1;
-        let mut start = after.as_deref().map(parse_scan_cursor).transpose()?.map(|(pk, sk)| self.key(&pk, &sk));
+        let mut start =
+            after.as_deref().map(parse_scan_cursor).transpose()?.map(|(pk, sk)| self.key(&pk, &sk));
         let now = now_secs();
         let mut items = Vec::new();
         while items.len() < want {

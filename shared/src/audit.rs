@@ -113,19 +113,26 @@ impl AuditTrail {
         let Some(id) = record.principal.as_deref().and_then(|p| KeyId::parse(p).ok()) else {
             return true; // not an API key (an OAuth client, an address): signal only
         };
-        match self.0.keys.revoke(&id).await {
-            Ok(Some(_)) => tracing::warn!(key_id = %id, "key suspended: revoked after anomalous use"),
+        // A suspension that did not happen is audited as a failure, never as
+        // a suspension: the trail must not say a key was stopped when it was
+        // not.
+        let (decision, outcome) = match self.0.keys.revoke(&id).await {
+            Ok(Some(_)) => {
+                tracing::warn!(key_id = %id, "key suspended: revoked after anomalous use");
+                (Decision::Suspended, "")
+            }
             Ok(None) => return true,
             Err(e) => {
                 tracing::error!(key_id = %id, error = %e, "key suspension failed");
                 metrics::count(metrics::Failure::Store);
+                (Decision::Failed, "suspend_failed:")
             }
-        }
+        };
         let suspension = AuditRecord {
             at_ms: chrono::Utc::now().timestamp_millis(),
             request_id: format!("suspend:{}", record.request_id),
-            decision: Decision::Suspended,
-            reason: format!("{}:{}", signal.kind.as_str(), signal.observed),
+            decision,
+            reason: format!("{outcome}{}:{}", signal.kind.as_str(), signal.observed),
             status: 0,
             latency_us: 0,
             ..record.clone()

@@ -6,7 +6,7 @@
 //! with `PHARMAGATE_EVIDENCE_DIR` set. In that run the harness keeps each
 //! server's directory (`data/`, `server.log`, `metrics.jsonl`, and
 //! `requests.txt`: the request id of every response the suite read), runs
-//! servers at `RUST_LOG=debug` with a metrics file, notes every secret the
+//! servers at `RUST_LOG=trace` with a metrics file, notes every secret the
 //! suite handles in `secrets.txt` (API keys shown or sent, client secrets,
 //! access tokens, credentials in headers and forms, manufacturing text sent
 //! or read) and keeps the admin CLI's stderr in `cli.log`. Then the check
@@ -50,10 +50,10 @@ pub fn new_server_root() -> Option<PathBuf> {
     Some(root)
 }
 
-/// Evidence mode: log everything down to DEBUG, keep the directory.
+/// Evidence mode: log everything down to TRACE, keep the directory.
 pub fn server_env(cmd: &mut Command) {
     if enabled() {
-        cmd.env("RUST_LOG", "debug").env("PG_KEEP_ROOT", "1");
+        cmd.env("RUST_LOG", "trace").env("PG_KEEP_ROOT", "1");
     }
 }
 

@@ -22,7 +22,7 @@ use pharmagate_shared::audit::AuditTrail;
 use pharmagate_shared::clock::now_secs;
 use pharmagate_shared::config::Backend;
 use pharmagate_shared::domain::client::{parse_scope_list, scope_text};
-use pharmagate_shared::domain::{ApiKey, ClientId, Principal, Role, Tier};
+use pharmagate_shared::domain::{ApiKey, ClientId, Principal, Role};
 use pharmagate_shared::guard::{AuthGuard, Subject};
 use pharmagate_shared::http::{Audit, RequestFacts, RequestLog, THROTTLED_CONTEXT_KEY};
 use pharmagate_shared::jwt::{self, Expectations};
@@ -162,7 +162,7 @@ impl Authorizer {
         if let Some(scopes) = &principal.scopes {
             response.context["scope"] = json!(scope_text(scopes));
         }
-        response.usage_identifier_key = Some(usage_identifier_key(principal.tier));
+        response.usage_identifier_key = Some(usage_identifier_key(principal.tier.as_str()));
         Ok((response, Some(principal)))
     }
 
@@ -273,13 +273,15 @@ fn guard_subjects(event: &ApiGatewayCustomAuthorizerRequestTypeRequest) -> (Vec<
 /// The answer for a blocked source or key. API Gateway cannot take a 429
 /// from an authorizer, so the request goes on without a principal and with
 /// the wait in the context; every function answers 429 with `Retry-After`
-/// before doing anything (`shared::http::route_request`).
+/// before doing anything (`shared::http::route_request`). It is counted on a
+/// usage plan of its own: charged to a tier's plan, a blocked attacker's
+/// requests would eat the throttle every caller of that tier shares.
 fn throttled(base: &str, wait: u64) -> ApiGatewayCustomAuthorizerResponse {
     let mut response = ApiGatewayCustomAuthorizerResponse::default();
     response.principal_id = Some("throttled".into());
     response.policy_document = policy::allow_everything(base);
     response.context = json!({ THROTTLED_CONTEXT_KEY: wait.to_string() });
-    response.usage_identifier_key = Some(usage_identifier_key(Tier::Free));
+    response.usage_identifier_key = Some(usage_identifier_key(BLOCKED_USAGE_PLAN));
     response
 }
 
@@ -318,9 +320,15 @@ fn single_header<'a>(
     value.to_str().map(Some).map_err(|_| deny("malformed_encoding"))
 }
 
-/// The API Gateway usage-plan key for a tier (`PHARMAGATE_USAGE_KEY_<TIER>`,
-/// default `pharmagate-<tier>`): the gateway's coarse outer throttle.
-pub fn usage_identifier_key(tier: Tier) -> String {
-    let var = format!("PHARMAGATE_USAGE_KEY_{}", tier.as_str().to_uppercase());
-    std::env::var(var).unwrap_or_else(|_| format!("pharmagate-{tier}"))
+/// The usage plan of requests from a blocked source or key.
+pub const BLOCKED_USAGE_PLAN: &str = "blocked";
+
+/// The API Gateway usage-plan key of a plan (a tier's name, or
+/// [`BLOCKED_USAGE_PLAN`]): `PHARMAGATE_USAGE_KEY_<PLAN>`, default
+/// `pharmagate-<plan>`. The plans are the gateway's coarse outer throttle,
+/// shared by every caller of a tier; the exact per-principal and
+/// per-customer limits are the functions'.
+pub fn usage_identifier_key(plan: &str) -> String {
+    let var = format!("PHARMAGATE_USAGE_KEY_{}", plan.to_uppercase());
+    std::env::var(var).unwrap_or_else(|_| format!("pharmagate-{plan}"))
 }

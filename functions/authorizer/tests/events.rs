@@ -246,6 +246,8 @@ async fn repeated_failures_from_one_address_are_throttled_with_growing_backoff()
         let wait: u64 = answer["context"]["throttled_retry_after"].as_str().unwrap().parse().unwrap();
         assert!((1..=2).contains(&wait), "{answer}");
         assert!(answer["context"].get("principal").is_none(), "no principal: {answer}");
+        // Counted on a plan of its own, never on the throttle a tier shares.
+        assert_eq!(answer["usageIdentifierKey"], "pharmagate-blocked");
     }
     // Another address is not affected.
     let mut elsewhere = fixture(good.expose());

@@ -267,7 +267,16 @@ impl CatalogRepo {
             .and_then(Value::as_str)
             .ok_or_else(|| RepoError::corrupt("no ciphertext"))?;
         let plain = crypto::open(self.vault.as_ref(), &manufacturing_binding(cas), sealed).await?;
-        let record = serde_json::from_slice(&plain).map_err(RepoError::corrupt)?;
+        // serde's message may quote the decrypted text: the error names the
+        // position only, so no confidential byte reaches a log line.
+        let record = serde_json::from_slice(&plain).map_err(|e| {
+            RepoError::corrupt(format!(
+                "decrypted manufacturing record is not valid ({:?} at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
         Ok(Some(record))
     }
 

@@ -1,7 +1,9 @@
 //! Configuration from the environment, validated once at start-up with
 //! messages that name the variable at fault.
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "embedded")]
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use crate::aws::{
     self, AwsResources, BootstrapError, CallCounters, DynamoStore, KmsVault, SecretsManagerStore,
 };
 use crate::clock::Clock;
+#[cfg(feature = "embedded")]
 use crate::embedded::{EmbeddedSecrets, LocalVault, SqliteStore};
 use crate::guard::{AuthGuard, GuardConfig};
 use crate::integrity::{Integrity, IntegrityKeyKind};
@@ -70,9 +73,12 @@ impl BackendKind {
         }
     }
 
-    /// `PHARMAGATE_BACKEND`, default `embedded`.
+    /// `PHARMAGATE_BACKEND`, default `embedded` (`aws` in a build without
+    /// the embedded backend, such as the Lambda bundles).
     pub fn from_env() -> Result<Self, ConfigError> {
-        std::env::var("PHARMAGATE_BACKEND").map_or(Ok(BackendKind::Embedded), |v| BackendKind::parse(&v))
+        let default =
+            if cfg!(feature = "embedded") { BackendKind::Embedded } else { BackendKind::Aws };
+        std::env::var("PHARMAGATE_BACKEND").map_or(Ok(default), |v| BackendKind::parse(&v))
     }
 }
 
@@ -263,6 +269,7 @@ pub struct Backend {
 
 impl Backend {
     /// The embedded backend in `data_dir` (created 0700 if absent).
+    #[cfg(feature = "embedded")]
     pub fn embedded(data_dir: &Path, settings: Settings) -> Result<Self, ConfigError> {
         let fail = |message: String| ConfigError::DataDir { path: data_dir.display().to_string(), message };
         create_private_dir(data_dir).map_err(|e| fail(e.to_string()))?;
@@ -314,7 +321,14 @@ impl Backend {
     pub async fn from_env() -> Result<Self, ConfigError> {
         let settings = Settings::from_env()?;
         match BackendKind::from_env()? {
+            #[cfg(feature = "embedded")]
             BackendKind::Embedded => Backend::embedded(&data_dir_from_env(), settings),
+            // The Lambda bundles leave SQLite out: they run on AWS only.
+            #[cfg(not(feature = "embedded"))]
+            BackendKind::Embedded => Err(ConfigError::Invalid {
+                name: "PHARMAGATE_BACKEND",
+                message: "this build has only the aws backend (built without the embedded feature)".into(),
+            }),
             BackendKind::Aws => Backend::aws(&AwsResources::from_env()?, settings, false).await,
         }
     }
@@ -414,6 +428,7 @@ pub fn data_dir_from_env() -> PathBuf {
     std::env::var_os("PHARMAGATE_DATA_DIR").map_or_else(|| PathBuf::from(".pharmagate"), PathBuf::from)
 }
 
+#[cfg(feature = "embedded")]
 fn create_private_dir(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if path.is_dir() {

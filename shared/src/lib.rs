@@ -11,6 +11,7 @@ pub mod contract;
 pub mod crypto;
 pub mod cursor;
 pub mod domain;
+#[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod guard;
 pub mod http;

@@ -185,6 +185,13 @@ else
         read -r _ package _ <<<"$line"
         packages+=(-p "$package")
     done
+    # The bundles run on AWS only: the embedded backend (SQLite) stays out.
+    for package in "${packages[@]}"; do
+        [ "$package" = -p ] && continue
+        [ -z "$(cargo tree --locked -e normal -p "$package" -i rusqlite 2>/dev/null)" ] ||
+            fail "$package links rusqlite: the Lambda bundles must not carry the embedded backend"
+    done
+    echo "no bundle links SQLite (the embedded backend is the CLI's)"
     # Its own target directory: release cross-builds never evict the debug
     # builds of the tests.
     export CARGO_TARGET_DIR=$root/target/lambda

@@ -5,6 +5,7 @@
 //! invocation, so EventBridge's retry and the template's error alarm see it.
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use lambda_runtime::LambdaEvent;
 use pharmagate_shared::clock::Clock;
@@ -37,12 +38,17 @@ impl Jobs {
     }
 
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<SweepReport, lambda_runtime::Error> {
+        // Instrumented, not entered: a guard held across an await would put
+        // other tasks' lines in this span.
         let span = tracing::info_span!("jobs", lambda_request_id = %event.context.request_id);
-        let _entered = span.enter();
-        self.run().await.map_err(|e| {
-            tracing::error!(error = %e, "key lifecycle sweep failed");
-            e.into()
-        })
+        async {
+            self.run().await.map_err(|e| {
+                tracing::error!(error = %e, "key lifecycle sweep failed");
+                e.into()
+            })
+        }
+        .instrument(span)
+        .await
     }
 
     /// One run of every job.

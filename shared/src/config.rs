@@ -76,8 +76,7 @@ impl BackendKind {
     /// `PHARMAGATE_BACKEND`, default `embedded` (`aws` in a build without
     /// the embedded backend, such as the Lambda bundles).
     pub fn from_env() -> Result<Self, ConfigError> {
-        let default =
-            if cfg!(feature = "embedded") { BackendKind::Embedded } else { BackendKind::Aws };
+        let default = if cfg!(feature = "embedded") { BackendKind::Embedded } else { BackendKind::Aws };
         std::env::var("PHARMAGATE_BACKEND").map_or(Ok(default), |v| BackendKind::parse(&v))
     }
 }

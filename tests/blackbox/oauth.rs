@@ -352,3 +352,193 @@ async fn old_tokens_never_pass_to_a_recreated_client_or_survive_a_leaked_secret(
         api.get_bearer(&manufacturing, retired).await.assert_unauthorized();
     }
 }
+
+// ------------------------------------------------- limits on the token endpoint --
+
+/// Free tier: 5 per hour-long window (so a burst cannot straddle two
+/// windows), 1,000 a day; one customer's override: a daily quota of 3.
+const TOKEN_LIMITS: &str = r#"{"free": {"rate": 5, "window_seconds": 3600, "daily_quota": 1000},
+    "overrides": {"customer:oauth-quota-co": {"rate": 100, "window_seconds": 3600, "daily_quota": 3}}}"#;
+const FREE_POLICY: &str = "\"rate\";q=5;w=3600, \"daily\";q=1000;w=86400";
+
+fn limited_server(limits: &str, guard: &str) -> Server {
+    let env = vec![
+        ("PHARMAGATE_RATE_LIMITS".to_string(), limits.to_string()),
+        ("PHARMAGATE_AUTH_GUARD".to_string(), guard.to_string()),
+    ];
+    Server::start_with(Opts { env, ..Opts::default() })
+}
+
+/// Waits out the last minute of an hour, so a burst stays in one window.
+async fn away_from_the_hour_boundary() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let left = 3600 - now % 3600;
+    if left < 60 {
+        tokio::time::sleep(std::time::Duration::from_secs(left + 1)).await;
+    }
+}
+
+/// `n` token requests at once by one client.
+async fn token_burst(api: &Api, id: &str, secret: &str, n: usize) -> Vec<Resp> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (api, id, secret) = (api.clone(), id.to_string(), secret.to_string());
+            tokio::spawn(async move {
+                let grant = form(&[("grant_type", "client_credentials")]);
+                api.post_form("/oauth/token", Some((&id, &secret)), &grant).await
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// A token request over a limit: 429 in the token endpoint's error shape
+/// (RFC 6749 §5.2 members and the RFC 9457 ones), with `Retry-After` and the
+/// `RateLimit` fields as on every limited route. Returns `Retry-After`.
+fn assert_token_rate_limited(r: &Resp, policy: &str, exhausted: &str) -> u64 {
+    let body = r.assert_oauth_error(429, "slow_down");
+    assert_eq!(body["type"], "urn:pharmagate:problem:oauth-slow-down", "{body}");
+    assert_eq!(body["status"], 429, "{body}");
+    assert_eq!(body["request_id"].as_str(), r.header("x-amzn-requestid"), "{body}");
+    let description = body["error_description"].as_str().unwrap();
+    assert!(description.starts_with("rate limit or daily quota exceeded; retry in "), "{body}");
+    assert!(body.get("access_token").is_none(), "{body}");
+    assert_eq!(r.header("pragma"), Some("no-cache"));
+    assert_eq!(r.header("ratelimit-policy"), Some(policy));
+    let state = r.header("ratelimit").unwrap();
+    assert!(state.contains(exhausted), "{state} should show {exhausted}");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(description.ends_with(&format!("retry in {retry} s")), "{body}");
+    retry
+}
+
+#[tokio::test]
+async fn token_requests_are_counted_against_the_clients_limits() {
+    let s = limited_server(TOKEN_LIMITS, SUITE_AUTH_GUARD);
+    let api = s.api();
+    away_from_the_hour_boundary().await;
+    let mut body = client_body("oauth-burst-co", &["catalog:read"]);
+    body["tier"] = json!("free");
+    let (id, secret) = api.create_client(s.admin(), &body).await;
+
+    // A failed authentication is the guard's: it uses none of the limits.
+    let grant = form(&[("grant_type", "client_credentials")]);
+    let wrong = api.post_form("/oauth/token", Some((&id, "pgcs_wrong")), &grant).await;
+    wrong.assert_oauth_error(401, "invalid_client");
+    assert!(wrong.header("ratelimit").is_none() && wrong.header("ratelimit-policy").is_none());
+
+    // N = 2L token requests at once against a rate of L = 5: exactly 5 pass.
+    let responses = token_burst(&api, &id, &secret, 10).await;
+    let ok: Vec<&Resp> = responses.iter().filter(|r| r.status == 200).collect();
+    let limited: Vec<&Resp> = responses.iter().filter(|r| r.status == 429).collect();
+    assert_eq!((ok.len(), limited.len()), (5, 5), "10 at once against a limit of 5");
+    for r in &limited {
+        let retry = assert_token_rate_limited(r, FREE_POLICY, "\"rate\";r=0;t=");
+        assert!((1..=3600).contains(&retry), "{retry}");
+    }
+    // The admitted ones carry the fields too, and saw 4, 3, 2, 1, 0 remaining.
+    let mut remaining: Vec<String> = ok
+        .iter()
+        .map(|r| {
+            assert_eq!(r.json(200)["token_type"], "Bearer");
+            assert_eq!(r.header("ratelimit-policy"), Some(FREE_POLICY));
+            r.header("ratelimit").unwrap().split(';').nth(1).unwrap().to_string()
+        })
+        .collect();
+    remaining.sort();
+    assert_eq!(remaining, ["r=0", "r=1", "r=2", "r=3", "r=4"]);
+
+    // The same counters as the client's API calls: its tokens are limited now
+    // too; the refused token requests used no quota.
+    let token = ok[0].json(200)["access_token"].as_str().unwrap().to_string();
+    let read = api.get_bearer(&format!("/v1/products/{ASPIRIN}"), &token).await;
+    read.problem(429, "rate-limited");
+    let usage = api.get(&format!("/v1/usage?principal={id}"), s.admin()).await.json(200);
+    assert_eq!(usage["tier"], "free", "{usage}");
+    assert_eq!(usage["usage"]["rate"]["used"], 5, "{usage}");
+    assert_eq!(usage["usage"]["daily"]["used"], 5, "{usage}");
+}
+
+#[tokio::test]
+async fn token_requests_use_the_customers_daily_quota_and_internal_clients_are_not_limited() {
+    let s = limited_server(TOKEN_LIMITS, SUITE_AUTH_GUARD);
+    let api = s.api();
+    let mut body = client_body("oauth-quota-co", &["catalog:read"]);
+    body["tier"] = json!("free");
+    let (id, secret) = api.create_client(s.admin(), &body).await;
+    // The quota is the customer's: a second client shares it.
+    let (other, other_secret) = api.create_client(s.admin(), &body).await;
+    let policy = "\"rate\";q=100;w=3600, \"daily\";q=3;w=86400";
+    api.token(&id, &secret, None).await;
+    api.token(&other, &other_secret, None).await;
+    api.token(&id, &secret, None).await;
+    let grant = form(&[("grant_type", "client_credentials")]);
+    for (cid, sec) in [(&id, &secret), (&other, &other_secret)] {
+        let r = api.post_form("/oauth/token", Some((cid, sec)), &grant).await;
+        let retry = assert_token_rate_limited(&r, policy, "\"daily\";r=0;t=");
+        assert!((1..=86_400).contains(&retry), "{retry}");
+        // Audited as every limited request is: the client, denied, rate-limited.
+        let request_id = r.header("x-amzn-requestid").unwrap();
+        let trail = api.get(&format!("/v1/audit?principal={cid}&limit=100"), s.admin()).await.json(200);
+        let items = trail["items"].as_array().unwrap();
+        let record = items.iter().find(|i| i["request_id"] == request_id).expect("an audit record");
+        assert_eq!(
+            (&record["route"], &record["customer"], &record["role"]),
+            (&json!("/oauth/token"), &json!("oauth-quota-co"), &json!("partner")),
+            "{record}"
+        );
+        assert_eq!(
+            (&record["decision"], &record["reason"], &record["status"]),
+            (&json!("denied"), &json!("rate-limited"), &json!(429)),
+            "{record}"
+        );
+    }
+
+    // An internal client is unlimited, and gets no RateLimit fields.
+    let mut body = client_body("oauth-internal-co", &["catalog:read"]);
+    body["tier"] = json!("internal");
+    let (id, secret) = api.create_client(s.admin(), &body).await;
+    let responses = token_burst(&api, &id, &secret, 12).await;
+    for r in &responses {
+        assert_eq!(r.json(200)["token_type"], "Bearer");
+        assert!(r.header("ratelimit").is_none() && r.header("ratelimit-policy").is_none());
+    }
+}
+
+#[tokio::test]
+async fn repeated_wrong_secrets_are_throttled_before_the_secret_is_checked() {
+    let guard = r#"{"free_failures": 2, "window_seconds": 600, "max_backoff_seconds": 60}"#;
+    let s = limited_server(SUITE_RATE_LIMITS, guard);
+    let api = s.api();
+    let (id, secret) = api.create_client(s.admin(), &client_body("oauth-guess-co", &["catalog:read"])).await;
+    let grant = form(&[("grant_type", "client_credentials")]);
+    let guesser = api.via_address("127.0.0.60");
+    // Two failures are free; the third blocks this address and this client
+    // id for 2 s (then 4, 8 …).
+    for _ in 0..3 {
+        let r = guesser.post_form("/oauth/token", Some((&id, "pgcs_wrong")), &grant).await;
+        r.assert_oauth_error(401, "invalid_client");
+    }
+    // From the blocked address, before any lookup or comparison: a wrong
+    // secret and the right one alike are refused with 429 and Retry-After.
+    for attempt in ["pgcs_wrong", secret.as_str()] {
+        let r = guesser.post_form("/oauth/token", Some((&id, attempt)), &grant).await;
+        let body = r.assert_oauth_error(429, "slow_down");
+        assert!(matches!(r.header("retry-after"), Some("1" | "2")), "{body}");
+        let description = body["error_description"].as_str().unwrap();
+        assert!(description.starts_with("too many failed authentications; retry in "), "{body}");
+        // Not a counted request: no RateLimit fields.
+        assert!(r.header("ratelimit").is_none() && r.header("ratelimit-policy").is_none());
+    }
+    // The client id is blocked too: a guess from a fresh address is 429 …
+    let fresh = api.via_address("127.0.0.61");
+    let r = fresh.post_form("/oauth/token", Some((&id, "pgcs_wrong")), &grant).await;
+    r.assert_oauth_error(429, "slow_down");
+    // … but its id is no secret, so others' guesses never lock out the
+    // client itself: the right secret from another address passes.
+    api.via_address("127.0.0.62").token(&id, &secret, None).await;
+}

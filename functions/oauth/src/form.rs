@@ -62,6 +62,17 @@ impl OAuthError {
         e
     }
 
+    /// Over the client's rate limit or its customer's daily quota: 429 with
+    /// `Retry-After`, as on every limited route, in the token endpoint's own
+    /// error shape (its one 429 code is `slow_down`; the description says
+    /// which limit, as the `rate-limited` problem's detail does elsewhere).
+    pub fn rate_limited(retry_after: u64) -> Self {
+        let description = format!("rate limit or daily quota exceeded; retry in {retry_after} s");
+        let mut e = OAuthError::new(StatusCode::TOO_MANY_REQUESTS, "slow_down", description);
+        e.retry_after = Some(retry_after);
+        e
+    }
+
     pub fn to_response(&self, request_id: Option<&str>) -> Response<Body> {
         let mut body = json!({
             "error": self.code,
@@ -220,5 +231,29 @@ mod tests {
         map.insert("client_secret".to_string(), "pgcs_secret".to_string());
         map.insert("token".to_string(), "eyJhbGciOi.payload.sig".to_string());
         assert_eq!(format!("{:?}", Form(map)), "Form { client_secret, token: [redacted] }");
+    }
+
+    #[test]
+    fn over_a_limit_is_slow_down_with_retry_after_in_both_shapes() {
+        let response = OAuthError::rate_limited(7).to_response(Some("req-1"));
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let headers = response.headers();
+        assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "7");
+        assert_eq!(headers.get(header::CONTENT_TYPE).unwrap(), "application/json");
+        assert_eq!(headers.get(header::PRAGMA).unwrap(), "no-cache");
+        assert!(headers.get(header::WWW_AUTHENTICATE).is_none());
+        let Body::Text(text) = response.body() else { panic!("a text body") };
+        let body: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "error": "slow_down",
+                "error_description": "rate limit or daily quota exceeded; retry in 7 s",
+                "type": "urn:pharmagate:problem:oauth-slow-down",
+                "title": "OAuth request refused",
+                "status": 429,
+                "request_id": "req-1",
+            })
+        );
     }
 }

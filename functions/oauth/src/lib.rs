@@ -2,7 +2,9 @@
 //!
 //! - `POST /oauth/token`: client credentials grant only (RFC 6749 §4.4,
 //!   RFC 9700), issuing RFC 9068 JWT access tokens signed with the current
-//!   key from the secret store;
+//!   key from the secret store; an authenticated token request is counted
+//!   against the client's rate and its customer's daily quota like any
+//!   protected request, failed authentications against the brute-force guard;
 //! - `POST /oauth/revoke` (RFC 7009) and `POST /oauth/introspect`
 //!   (RFC 7662), for authenticated clients and their own tokens only;
 //! - `GET /.well-known/jwks.json` (RFC 7517) and
@@ -13,6 +15,7 @@
 mod clients;
 pub mod form;
 
+use http::header::HeaderName;
 use http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use pharmagate_shared::audit::AuditTrail;
@@ -23,9 +26,9 @@ use pharmagate_shared::domain::{ClientId, ClientSecret, Principal, Role};
 use pharmagate_shared::guard::{AuthGuard, Subject};
 use pharmagate_shared::http::{self as api, AuditNote, Problem};
 use pharmagate_shared::jwt::{self, Claims, Expectations, LEEWAY_SECS};
-use pharmagate_shared::limits::Limiter;
+use pharmagate_shared::limits::{Decision, Limiter, Usage};
 use pharmagate_shared::repo::{ClientRecord, ClientRepo, RepoError};
-use pharmagate_shared::routes::Function;
+use pharmagate_shared::routes::{Function, Route};
 use pharmagate_shared::signing::{SigningError, SigningKeys};
 use serde_json::{Value, json};
 
@@ -109,7 +112,7 @@ impl OauthService {
     async fn route(&self, req: &Request) -> Outcome {
         let routed = api::route_request(req, Function::Oauth)?;
         match (routed.route.method, routed.route.path) {
-            ("POST", "/oauth/token") => self.token(req).await,
+            ("POST", "/oauth/token") => self.token(req, routed.route).await,
             ("POST", "/oauth/revoke") => self.revoke(req).await,
             ("POST", "/oauth/introspect") => self.introspect(req).await,
             ("GET", "/.well-known/jwks.json") => self.jwks().await,
@@ -183,9 +186,49 @@ impl OauthService {
         }
     }
 
-    async fn token(&self, req: &Request) -> Outcome {
+    /// The token endpoint. Once the client has authenticated, the request is
+    /// counted against the client's limits as every protected request is
+    /// counted against its principal's (the same limiter and counters: the
+    /// client's rate, its customer's daily quota for its tier; the route's
+    /// cost): over a limit it is 429 before any signing, with `Retry-After`;
+    /// every answer after that carries `RateLimit-Policy` and `RateLimit`.
+    /// Failed authentications are the guard's instead, and never use quota.
+    async fn token(&self, req: &Request, route: &'static Route) -> Outcome {
         let form = form_body(req)?;
         let client = self.authenticate(req, &form).await?;
+        let request_id = api::request_id(req);
+        let usage = match self.limiter.admit(&client_principal(&client), route.cost).await? {
+            Decision::Admitted(usage) => usage,
+            Decision::Limited { usage, retry_after } => {
+                let mut response = OAuthError::rate_limited(retry_after).to_response(request_id.as_deref());
+                with_usage(&mut response, &usage);
+                let note =
+                    AuditNote { principal: Some(client_principal(&client)), reason: Some("rate-limited") };
+                note.attach(&mut response);
+                return Ok(response);
+            }
+        };
+        match self.issue(&form, &client).await {
+            Ok(mut response) => {
+                with_usage(&mut response, &usage);
+                Ok(response)
+            }
+            Err(Refusal::OAuth(e)) => {
+                let mut response = e.to_response(request_id.as_deref());
+                with_usage(&mut response, &usage);
+                Ok(response)
+            }
+            Err(Refusal::Problem(problem)) => {
+                let decorated = rate_limit_fields(&usage)
+                    .into_iter()
+                    .fold(problem, |p, (name, value)| p.header(name, value));
+                Err(decorated.into())
+            }
+        }
+    }
+
+    /// Issues an access token to an authenticated (and admitted) client.
+    async fn issue(&self, form: &Form, client: &ClientRecord) -> Outcome {
         match form.get("grant_type").map(String::as_str) {
             Some("client_credentials") => {}
             Some(_) => return Err(OAuthError::unsupported_grant_type().into()),
@@ -224,7 +267,7 @@ impl OauthService {
             "expires_in": self.settings.token_lifetime_secs,
             "scope": claims.scope,
         });
-        Ok(as_client(no_cache(api::json_response(StatusCode::OK, &body)), &client))
+        Ok(as_client(no_cache(api::json_response(StatusCode::OK, &body)), client))
     }
 
     /// A token of `client`'s current generation, checked as the authorizer
@@ -330,15 +373,39 @@ fn decoy_record() -> String {
 /// Names the authenticated client as the request's principal in the audit
 /// trail: the gateway lets these endpoints through without the authorizer.
 fn as_client(mut response: Response<Body>, client: &ClientRecord) -> Response<Body> {
-    let principal = Principal {
+    AuditNote { principal: Some(client_principal(client)), reason: None }.attach(&mut response);
+    response
+}
+
+/// The principal an authenticated client is: the one the authorizer makes of
+/// its tokens (the same id, customer and tier, so the same rate and quota
+/// counters).
+fn client_principal(client: &ClientRecord) -> Principal {
+    Principal {
         id: client.id.to_string(),
         customer: client.customer.clone(),
         role: Role::Partner,
         tier: client.tier,
         scopes: Some(client.scopes.clone()),
-    };
-    AuditNote { principal: Some(principal), reason: None }.attach(&mut response);
-    response
+    }
+}
+
+/// The `RateLimit-Policy` and `RateLimit` fields of a counted request, as
+/// every limited route sends them; none for an unlimited tier.
+fn rate_limit_fields(usage: &Usage) -> Vec<(HeaderName, String)> {
+    let Some((policy, state)) = usage.headers() else { return Vec::new() };
+    vec![
+        (HeaderName::from_static(api::RATELIMIT_POLICY), policy),
+        (HeaderName::from_static(api::RATELIMIT), state),
+    ]
+}
+
+fn with_usage(response: &mut Response<Body>, usage: &Usage) {
+    for (name, value) in rate_limit_fields(usage) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
 }
 
 /// Token responses must not be cached anywhere (RFC 6749 §5.1).

@@ -177,3 +177,245 @@ async fn guesses_against_a_key_id_never_lock_out_its_owner() {
     // The owner's right key passes.
     assert_eq!(api.get(&path, &good).await.status, 200);
 }
+
+// ------------------------------------------------------ exact waits over HTTP --
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Sleeps to just after the next whole second of the wall clock (which the
+/// server reads too) and returns that second, so that what follows it in
+/// the next few milliseconds happens within one second.
+async fn start_of_a_second() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let left = 1_000_000_000 - u64::from(now.subsec_nanos());
+    tokio::time::sleep(std::time::Duration::from_nanos(left + 20_000_000)).await;
+    now.as_secs() + 1
+}
+
+/// `resp` is the `too-many-failures` 429 of a block of `backoff` seconds
+/// imposed no earlier than second `since`: `Retry-After` is exactly
+/// `backoff` when no second ticked over since then (the usual case, after
+/// [`start_of_a_second`]), and otherwise less by at most the seconds that
+/// did. Returns the wait.
+fn assert_blocked_for(resp: &Resp, backoff: u64, since: u64) -> u64 {
+    let ticked = unix_secs() - since;
+    let body = resp.problem(429, "too-many-failures");
+    let retry: u64 = resp.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!(
+        retry <= backoff && retry + ticked >= backoff,
+        "Retry-After {retry}, expected {backoff} ({ticked} s ticked over): {body}"
+    );
+    assert_eq!(body["detail"], format!("too many failed authentications; retry in {retry} s"));
+    retry
+}
+
+/// Sleeps until a block with `retry` seconds left is over.
+async fn wait_out(retry: u64) {
+    tokio::time::sleep(std::time::Duration::from_millis(retry * 1000 + 100)).await;
+}
+
+/// Each block after the first is longer (2, 4, then 8 s cut to the 6 s
+/// maximum), a block ends when `Retry-After` said, the owner's successes in
+/// between reset nothing, and neither failures nor blocked requests use quota.
+#[tokio::test]
+async fn the_back_off_grows_block_after_block_up_to_its_maximum() {
+    let s = server_with(HOURLY, r#"{"free_failures": 1, "window_seconds": 3600, "max_backoff_seconds": 6}"#);
+    let api = s.api().via_address("127.0.0.61");
+    let good = s.issue_key("backoff-co", "customer", "free");
+    let path = format!("/v1/products/{ASPIRIN}");
+    // Failures, the rate and the quota count in hour-long windows.
+    away_from_the_hour_boundary().await;
+    // The 1st failure is free. ("garbage" is no well-formed key: only the
+    // address counts.)
+    api.get(&path, "garbage").await.assert_unauthorized();
+    assert_eq!(api.get(&path, &good).await.status, 200);
+    for (n, backoff) in [(2, 2), (3, 4), (4, 6)] {
+        let since = start_of_a_second().await;
+        api.get(&path, "garbage").await.assert_unauthorized();
+        // Blocked: the right key from this address waits too, and a
+        // further failure is not even counted (it is refused before any work).
+        let retry = assert_blocked_for(&api.get(&path, &good).await, backoff, since);
+        assert_blocked_for(&api.get(&path, "garbage").await, backoff, since);
+        if n == 4 {
+            break;
+        }
+        wait_out(retry).await;
+        // Over: the owner passes (a success, which resets no count).
+        assert_eq!(api.get(&path, &good).await.status, 200, "after failure {n}");
+    }
+    // From another address: 3 reads and this request; the 4 failures and 6
+    // blocked requests took nothing.
+    let usage = s.api().get("/v1/usage", &good).await.json(200);
+    assert_eq!(usage["usage"]["rate"]["used"], 4, "{usage}");
+    assert_eq!(usage["usage"]["daily"]["used"], 4, "{usage}");
+}
+
+/// The source address is the connection's, as the gateway saw it:
+/// `X-Forwarded-For`, `Forwarded` and `X-Real-IP` change nothing. A client
+/// naming another's address does not get it blocked, and a blocked client
+/// cannot escape by naming a fresh one.
+#[tokio::test]
+async fn forwarding_headers_never_change_the_source_address() {
+    let limits = r#"{"free": {"rate": 100, "window_seconds": 3600, "daily_quota": 1000}}"#;
+    let s = server_with(limits, r#"{"free_failures": 1, "window_seconds": 3600, "max_backoff_seconds": 60}"#);
+    let (attacker_ip, victim_ip, fresh_ip) = ("127.0.0.71", "127.0.0.72", "127.0.0.73");
+    let attacker = s.api().via_address(attacker_ip);
+    let victim = s.api().via_address(victim_ip);
+    let attacker_key = s.issue_key("spoofer-co", "customer", "free");
+    let victim_key = s.issue_key("spoofed-co", "customer", "free");
+    let path = format!("/v1/products/{ASPIRIN}");
+    away_from_the_hour_boundary().await;
+    let claiming = |ip: &str| -> Vec<Vec<(&'static str, String)>> {
+        vec![
+            vec![("x-forwarded-for", ip.to_string())],
+            vec![("forwarded", format!("for={ip}"))],
+            vec![("x-real-ip", ip.to_string())],
+            vec![
+                ("x-forwarded-for", format!("{ip}, {ip}")),
+                ("forwarded", format!("for=\"{ip}\";proto=https")),
+                ("x-real-ip", ip.to_string()),
+            ],
+        ]
+    };
+    let get = |api: &Api, key: &str, headers: &[(&'static str, String)]| {
+        let mut rb = api.request(reqwest::Method::GET, &path, key);
+        for (name, value) in headers {
+            rb = rb.header(*name, value);
+        }
+        let api = api.clone();
+        async move { api.send(rb).await }
+    };
+    let as_victim = claiming(victim_ip);
+    let as_fresh = claiming(fresh_ip);
+
+    // Four failures, each claiming to come from the victim: all counted
+    // against the attacker's own address, which is blocked 2, 4 then 8 s,
+    // each time a fresh address in the headers notwithstanding.
+    get(&attacker, "garbage", &as_victim[0]).await.assert_unauthorized();
+    for (n, backoff) in [(1, 2), (2, 4), (3, 8)] {
+        let since = start_of_a_second().await;
+        get(&attacker, "garbage", &as_victim[n]).await.assert_unauthorized();
+        let retry = assert_blocked_for(&get(&attacker, &attacker_key, &as_fresh[n]).await, backoff, since);
+        // The victim, whom every header named, is not blocked.
+        assert_eq!(victim.get(&path, &victim_key).await.status, 200, "after failure {}", n + 1);
+        if backoff == 8 {
+            // While blocked: no header, and no form of it, lets the
+            // attacker out, with the right key or a guess.
+            for headers in &as_fresh {
+                assert_blocked_for(&get(&attacker, &attacker_key, headers).await, 8, since);
+                assert_blocked_for(&get(&attacker, "garbage", headers).await, 8, since);
+            }
+            // The token endpoint reads the same address.
+            let grant = form(&[("grant_type", "client_credentials")]);
+            let rb = attacker
+                .request(reqwest::Method::POST, "/oauth/token", ANON)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("authorization", basic_auth("pgc_whoever000000", "pgcs_x"))
+                .header("x-forwarded-for", fresh_ip)
+                .header("forwarded", format!("for={fresh_ip}"))
+                .header("x-real-ip", fresh_ip)
+                .body(grant);
+            let token = attacker.send(rb).await;
+            token.assert_oauth_error(429, "slow_down");
+            let wait: u64 = token.header("retry-after").unwrap().parse().unwrap();
+            assert!(wait <= 8 && wait + (unix_secs() - since) >= 8, "{wait}");
+            break;
+        }
+        wait_out(retry).await;
+    }
+    // The victim's own first failure is still a free one (had the attacker's
+    // four been counted against it, it would be blocked), and the address
+    // the attacker last claimed was never blocked either.
+    victim.get(&path, "garbage").await.assert_unauthorized();
+    assert_eq!(victim.get(&path, &victim_key).await.status, 200);
+    let fresh = s.api().via_address(fresh_ip);
+    assert_eq!(fresh.get(&path, &victim_key).await.status, 200);
+    let usage = fresh.get("/v1/usage", &victim_key).await.json(200);
+    assert_eq!(usage["usage"]["daily"]["used"], 6, "{usage}");
+}
+
+/// Free tier: 5 per one-second window.
+const PER_SECOND: &str = r#"{"free": {"rate": 5, "window_seconds": 1, "daily_quota": 1000}}"#;
+
+/// With the gateway caching the authorizer's answers, the per-second limit
+/// still admits exactly 5 of 10 and of 25 concurrent requests: the limiter
+/// runs in the function, on every request, and the metrics show that the
+/// authorizer answered none of the burst's requests.
+#[tokio::test]
+async fn cached_authorizer_answers_never_bypass_the_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("metrics.jsonl");
+    let s = Server::start_with(Opts {
+        extra_args: vec![
+            "--authorizer-cache-ttl".into(),
+            "300".into(),
+            "--metrics-file".into(),
+            metrics.display().to_string(),
+        ],
+        env: vec![
+            ("PHARMAGATE_RATE_LIMITS".to_string(), PER_SECOND.to_string()),
+            ("PHARMAGATE_AUTH_GUARD".to_string(), SUITE_AUTH_GUARD.to_string()),
+        ],
+    });
+    let api = s.api();
+    let path = format!("/v1/products/{ASPIRIN}");
+    let functions_of = |id: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(&metrics).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            // One line per function that answered (anomaly signals aside).
+            .filter(|l| l["request_id"] == id && l.get("status").is_some())
+            .map(|l| l["Function"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let id_of = |r: &Resp| r.header("x-amzn-requestid").expect("a request id").to_string();
+    for (n, customer) in [(10, "cached-twice-co"), (25, "cached-five-co")] {
+        let key = s.issue_key(customer, "customer", "free");
+        // The first request asks the authorizer, and the gateway caches its answer.
+        let warm = api.get(&path, &key).await;
+        assert_eq!(warm.status, 200);
+        assert_eq!(functions_of(&id_of(&warm)), ["authorizer", "catalog"]);
+        let mut admitted = 1;
+        let mut checked = false;
+        for _attempt in 0..10 {
+            let second = start_of_a_second().await;
+            let responses = burst(&api, &key, n).await;
+            let ok: Vec<&Resp> = responses.iter().filter(|r| r.status == 200).collect();
+            admitted += ok.len();
+            if unix_secs() != second {
+                // The burst straddled two windows: try again in a fresh one.
+                continue;
+            }
+            let limited: Vec<&Resp> = responses.iter().filter(|r| r.status == 429).collect();
+            assert_eq!((ok.len(), limited.len()), (5, n - 5), "{n} at once against a limit of 5 per second");
+            for r in &limited {
+                r.problem(429, "rate-limited");
+                assert_eq!(r.header("retry-after"), Some("1"));
+                assert_eq!(r.header("ratelimit-policy"), Some("\"rate\";q=5;w=1, \"daily\";q=1000;w=86400"));
+                let state = r.header("ratelimit").unwrap();
+                assert!(state.starts_with("\"rate\";r=0;t=1, \"daily\";r="), "{state}");
+            }
+            let mut remaining: Vec<String> = ok
+                .iter()
+                .map(|r| r.header("ratelimit").unwrap().split(';').nth(1).unwrap().to_string())
+                .collect();
+            remaining.sort();
+            assert_eq!(remaining, ["r=0", "r=1", "r=2", "r=3", "r=4"]);
+            // Every answer came from the function alone: the authorizer
+            // was not asked (its answer was cached), yet the limit held.
+            for r in &responses {
+                assert_eq!(functions_of(&id_of(r)), ["catalog"], "status {}", r.status);
+            }
+            checked = true;
+            break;
+        }
+        assert!(checked, "no burst of {n} fitted in one second in 10 attempts");
+        // The refused requests used no quota: the admitted ones and this one.
+        start_of_a_second().await;
+        let usage = api.get("/v1/usage", &key).await.json(200);
+        assert_eq!(usage["usage"]["daily"]["used"], admitted as u64 + 1, "{usage}");
+        assert_eq!(usage["usage"]["rate"]["used"], 1, "{usage}");
+    }
+}

@@ -19,6 +19,18 @@
 //! Every step is safe to re-run, as Secrets Manager retries: stages are read
 //! explicitly, a step finding its work done writes nothing, and a token that
 //! is neither pending nor current is refused without writing.
+//!
+//! A secret with no `AWSCURRENT` version yet (the template creates the
+//! signing key's secret empty and lets its first rotation make the key)
+//! rotates through the same four steps: `createSecret` makes the first key
+//! as `AWSPENDING` and `finishSecret` makes it current with no `AWSPREVIOUS`
+//! to keep; it signs at once (`SecretRotation::finish` says why the first key
+//! need not wait). Secrets Manager itself attaches `AWSCURRENT` to the first
+//! version written to a secret, so there the first key is current (and still
+//! `AWSPENDING`) from `createSecret` on: `setSecret` and `testSecret` find it
+//! current and have nothing to do, `finishSecret` removes `AWSPENDING`. A
+//! kind that cannot start from nothing refuses in `check_ready` (the
+//! integrity key: `NoCurrent`).
 
 use std::sync::Arc;
 
@@ -239,6 +251,8 @@ impl SecretRotation {
         }
         let now = self.clock.now();
         self.kind.check_ready(self, now).await?;
+        // Made like any other, also on an empty secret: whether it may be
+        // used at once is decided when it becomes current (see `finish`).
         let value = self.kind.new_value(now, false);
         self.secrets.put_version(&self.secret_id, token, &value, &[Stage::Pending]).await?;
         Ok(Outcome::Changed)
@@ -261,15 +275,32 @@ impl SecretRotation {
     /// `finishSecret`: the pending version becomes `AWSCURRENT` (the old
     /// current becomes `AWSPREVIOUS`) and loses `AWSPENDING`. Finishing a
     /// version that is already current only tidies a leftover label.
+    ///
+    /// On a secret with no current version yet, `AWSCURRENT` is simply given
+    /// to the pending version: there is no old version to keep as
+    /// `AWSPREVIOUS`. The signing key then signs at once, before its
+    /// `sign_from` (a signer with no `AWSPREVIOUS` key signs with the current
+    /// one, `crate::signing`): the "publish first, sign one verifier-cache
+    /// lifetime later" wait exists to keep the *old* key signing while
+    /// verifiers learn the new one, and here there is no old key. Nothing
+    /// has ever been signed, so no token exists that a verifier could refuse,
+    /// and until this key is current no token can be issued at all; waiting
+    /// would only keep issuance down longer. (The key is published as
+    /// `AWSPENDING` since `createSecret`; a verifier that cached the empty key
+    /// set re-reads on the new `kid`, at most every `min_refresh`.) The move
+    /// names no holder, so if a current version appeared meanwhile (someone
+    /// bootstrapped one) the store refuses it (`Conflict`, nothing written)
+    /// and the retry takes the normal path, where that key keeps signing
+    /// until this one's `sign_from` as in any rotation.
     async fn finish(&self, token: &str) -> Result<Outcome, RotationError> {
-        let current = self.current().await?;
+        let current = self.current_version().await?;
+        let current_id = current.as_ref().map(|c| c.version_id.as_str());
         let stages = self.stages_of(token).await?;
-        if current.version_id != token {
+        if current_id != Some(token) {
             if !stages.contains(&Stage::Pending) {
                 return Err(self.not_pending(token));
             }
-            let from = Some(current.version_id.as_str());
-            self.secrets.move_stage(&self.secret_id, Stage::Current, Some(token), from).await?;
+            self.secrets.move_stage(&self.secret_id, Stage::Current, Some(token), current_id).await?;
         } else if !stages.contains(&Stage::Pending) {
             return Ok(Outcome::Unchanged);
         }
@@ -294,12 +325,14 @@ impl SecretRotation {
         }
     }
 
-    /// The `AWSCURRENT` version.
+    /// The `AWSCURRENT` version; `NoCurrent` when the secret has none.
     pub async fn current(&self) -> Result<SecretVersion, RotationError> {
-        self.secrets
-            .get_stage(&self.secret_id, Stage::Current)
-            .await?
-            .ok_or_else(|| RotationError::NoCurrent(self.secret_id.clone()))
+        self.current_version().await?.ok_or_else(|| RotationError::NoCurrent(self.secret_id.clone()))
+    }
+
+    /// The `AWSCURRENT` version, if the secret has one yet.
+    pub async fn current_version(&self) -> Result<Option<SecretVersion>, RotationError> {
+        Ok(self.secrets.get_stage(&self.secret_id, Stage::Current).await?)
     }
 
     fn not_pending(&self, token: &str) -> RotationError {
@@ -359,9 +392,10 @@ impl SigningKeyKind {
 impl SecretKind for SigningKeyKind {
     /// Refuses a rotation that would drop `AWSPREVIOUS` while tokens it
     /// signed may still be accepted. The previous key signed until the
-    /// current key's `sign_from`.
+    /// current key's `sign_from`. With no current key (an empty secret) the
+    /// rotation makes the first one and drops nothing: always ready.
     async fn check_ready(&self, rotation: &SecretRotation, now: i64) -> Result<(), RotationError> {
-        let current = rotation.current().await?;
+        let Some(current) = rotation.current_version().await? else { return Ok(()) };
         let Some(previous) = rotation.secrets().get_stage(rotation.secret_id(), Stage::Previous).await?
         else {
             return Ok(());

@@ -3,7 +3,8 @@
 //! same bodies on the embedded secret store and on Secrets Manager (moto):
 //! a full rotation, re-runs of every step, a crash after each step, tokens
 //! that are neither pending nor current, the retirement guard, the
-//! compromised-key rotation, and verifiers picking up new keys without a
+//! compromised-key rotation, the first rotation of an empty secret (how the
+//! key first appears in AWS), and verifiers picking up new keys without a
 //! restart. Then the integrity key's rotation, which re-seals every signed
 //! record, on both whole backends.
 
@@ -25,7 +26,7 @@ use pharmagate_shared::repo::RepoError;
 use pharmagate_shared::repo::clients::NewClient;
 use pharmagate_shared::repo::keys::NewKey;
 use pharmagate_shared::rotation::{Outcome, RotationError, RotationPolicy, SecretRotation, Step};
-use pharmagate_shared::signing::SigningKeys;
+use pharmagate_shared::signing::{SigningError, SigningKeys};
 
 const T0: i64 = 1_900_000_000;
 const POLICY: RotationPolicy = RotationPolicy { publish_delay_secs: 62, retire_after_secs: 990 };
@@ -39,10 +40,16 @@ struct Fixture {
 
 impl Fixture {
     async fn new(store: Arc<dyn SecretStore>, name: &str) -> Self {
-        let id = format!("{}/{name}", aws::unique_prefix("rot"));
-        let fixture = Fixture { store, id, time: Arc::new(AtomicI64::new(T0)) };
+        let fixture = Fixture::empty(store, name).await;
         assert!(fixture.verifier().bootstrap().await.expect("bootstrap"));
         fixture
+    }
+
+    /// The secret with no version at all, as the template creates it.
+    async fn empty(store: Arc<dyn SecretStore>, name: &str) -> Self {
+        let id = format!("{}/{name}", aws::unique_prefix("rot"));
+        store.ensure_secret(&id).await.expect("create the secret");
+        Fixture { store, id, time: Arc::new(AtomicI64::new(T0)) }
     }
 
     fn rotation(&self) -> SecretRotation {
@@ -248,12 +255,120 @@ async fn a_compromised_key_is_withdrawn_at_once(store: Arc<dyn SecretStore>) {
     assert!(jwt::verify(&fresh, &keys, &expect(), T0 + 1).is_ok());
 }
 
+async fn the_first_rotation_of_an_empty_secret_creates_the_first_key_and_converges(
+    store: Arc<dyn SecretStore>,
+) {
+    let f = Fixture::empty(store.clone(), "empty").await;
+    assert!(f.staged().await.is_empty());
+    assert!(matches!(f.verifier().signer_at(T0).await, Err(SigningError::NoCurrentKey(_))));
+    let rotation = f.rotation();
+    // Versions that are neither pending nor current: refused, nothing written.
+    for step in &Step::ALL[1..] {
+        match rotation.run(*step, "tok-none").await {
+            Err(RotationError::NotPending { .. }) => {}
+            other => panic!("{step:?} on an empty secret: expected NotPending, got {other:?}"),
+        }
+    }
+    assert!(f.staged().await.is_empty());
+
+    let outcomes = f.run_all("tok-0001").await;
+    let expected = [Outcome::Changed, Outcome::Unchanged, Outcome::Unchanged, Outcome::Changed];
+    assert_eq!(outcomes, expected);
+    assert_eq!(f.staged().await, staged(&[("tok-0001", &[Stage::Current])]));
+    let first_kid = f.kid_at(Stage::Current).await.expect("the first key");
+    // No key to hand over from: the first one signs at once, and verifies.
+    let verifier = f.verifier();
+    assert_eq!(verifier.signer_at(T0).await.expect("signer").kid(), first_kid);
+    let token = verifier.signer_at(T0).await.expect("signer").sign(&claims(T0));
+    let keys = verifier.key_set().await.expect("key set");
+    assert!(jwt::verify(&token, &keys, &expect(), T0 + 1).is_ok());
+    // Secrets Manager retries: every step again changes nothing.
+    for step in Step::ALL {
+        assert_eq!(rotation.run(step, "tok-0001").await.expect("re-run"), Outcome::Unchanged, "{step:?}");
+    }
+    assert_eq!(f.staged().await, staged(&[("tok-0001", &[Stage::Current])]));
+
+    // The next rotation is an ordinary one: publish first, sign later.
+    f.set_time(T0 + 100);
+    f.run_all("tok-0002").await;
+    assert_eq!(
+        f.staged().await,
+        staged(&[("tok-0001", &[Stage::Previous]), ("tok-0002", &[Stage::Current])])
+    );
+    let second_kid = f.kid_at(Stage::Current).await.expect("second key");
+    assert_eq!(verifier.signer_at(T0 + 161).await.expect("signer").kid(), first_kid);
+    assert_eq!(verifier.signer_at(T0 + 162).await.expect("signer").kid(), second_kid);
+    let keys = verifier.key_set().await.expect("key set");
+    assert!(jwt::verify(&token, &keys, &expect(), T0 + 170).is_ok(), "a token of the first key");
+
+    for crashed_after in 1..=4 {
+        // Crashed after a step, then retried with its token.
+        let f = Fixture::empty(store.clone(), &format!("emptycrash{crashed_after}")).await;
+        for step in &Step::ALL[..crashed_after] {
+            f.rotation().run(*step, "tok-0001").await.expect("before the crash");
+        }
+        let made = f.kid_at(Stage::Pending).await.or(f.kid_at(Stage::Current).await);
+        assert!(made.is_some());
+        f.run_all("tok-0001").await;
+        assert_eq!(
+            f.staged().await,
+            staged(&[("tok-0001", &[Stage::Current])]),
+            "retried after a crash after step {crashed_after}"
+        );
+        assert_eq!(f.kid_at(Stage::Current).await, made, "the key made before the crash is kept");
+
+        // Or a new rotation after a crash before finish: the stale
+        // AWSPENDING moves to the new version, the crashed one is unstaged.
+        // (Secrets Manager made the first version written AWSCURRENT at
+        // once: then the new rotation is an ordinary one from that key.)
+        if crashed_after < 4 {
+            let f = Fixture::empty(store.clone(), &format!("emptystale{crashed_after}")).await;
+            for step in &Step::ALL[..crashed_after] {
+                f.rotation().run(*step, "tok-0001").await.expect("before the crash");
+            }
+            let stale_kid = f.kid_at(Stage::Pending).await.expect("stale pending");
+            let made_current = f.kid_at(Stage::Current).await.is_some();
+            f.run_all("tok-0002").await;
+            let expected = if made_current {
+                staged(&[("tok-0001", &[Stage::Previous]), ("tok-0002", &[Stage::Current])])
+            } else {
+                staged(&[("tok-0002", &[Stage::Current])])
+            };
+            assert_eq!(f.staged().await, expected, "new rotation after a crash after step {crashed_after}");
+            assert_ne!(f.kid_at(Stage::Current).await, Some(stale_kid));
+            match f.rotation().run(Step::Finish, "tok-0001").await {
+                Err(RotationError::NotPending { .. }) => {}
+                other => panic!("finishing the abandoned version: expected NotPending, got {other:?}"),
+            }
+        }
+    }
+
+    // A current key bootstrapped between createSecret and finishSecret: the
+    // rotation finishes as an ordinary one, the bootstrapped key keeps
+    // signing until the new key's sign_from. (On Secrets Manager the first
+    // key is current from createSecret on: there is nothing to bootstrap.)
+    let f = Fixture::empty(store, "emptyraced").await;
+    f.rotation().run(Step::Create, "tok-0001").await.expect("create");
+    if !f.verifier().bootstrap().await.expect("bootstrap") {
+        assert_eq!(f.staged().await, staged(&[("tok-0001", &[Stage::Current, Stage::Pending])]));
+        f.run_all("tok-0001").await;
+        assert_eq!(f.staged().await, staged(&[("tok-0001", &[Stage::Current])]));
+        return;
+    }
+    let initial_kid = f.kid_at(Stage::Current).await.expect("bootstrapped key");
+    f.run_all("tok-0001").await;
+    assert_eq!(f.staged().await, staged(&[("initial", &[Stage::Previous]), ("tok-0001", &[Stage::Current])]));
+    assert_eq!(f.verifier().signer_at(T0 + 61).await.expect("signer").kid(), initial_kid);
+    assert_ne!(f.verifier().signer_at(T0 + 62).await.expect("signer").kid(), initial_kid);
+}
+
 async fn run_suite(store: Arc<dyn SecretStore>) {
     a_scheduled_rotation_publishes_first_and_signs_later(store.clone()).await;
     a_token_neither_pending_nor_current_is_refused_without_writing(store.clone()).await;
     rotating_again_while_previous_tokens_live_is_refused(store.clone()).await;
     a_crash_after_any_step_converges_on_re_run(store.clone()).await;
-    a_compromised_key_is_withdrawn_at_once(store).await;
+    a_compromised_key_is_withdrawn_at_once(store.clone()).await;
+    the_first_rotation_of_an_empty_secret_creates_the_first_key_and_converges(store).await;
 }
 
 // ---------------------------------------------------------- the backends --

@@ -1,20 +1,33 @@
 //! The rotation handler fed with Secrets Manager's rotation event, as JSON,
 //! the way Secrets Manager calls it: the four steps in order with one token,
-//! then retried; plus the events it must refuse.
+//! then retried; the first rotation of the empty secret the template
+//! creates; plus the events it must refuse.
 
 use lambda_runtime::{Context, LambdaEvent};
 use pharmagate_rotation::{RotationEvent, RotationHandler};
+use pharmagate_shared::aws::{self, AwsResources};
 use pharmagate_shared::config::{Backend, Settings};
+use pharmagate_shared::jwt::SigningKey;
 use pharmagate_shared::ports::Stage;
 use serde_json::{Value, json};
 
 const SECRET: &str = "pharmagate/dev/jwt-signing-key";
+/// The fixture's `ClientRequestToken`.
+const TOKEN: &str = "5b0c2f8e-1d2a-4c3b-9e4f-6a7b8c9d0e1f";
 
 fn event(step: &str) -> LambdaEvent<RotationEvent> {
+    event_for(step, SECRET)
+}
+
+/// The fixture event for `step`, naming `secret` by an ARN as Secrets
+/// Manager does.
+fn event_for(step: &str, secret: &str) -> LambdaEvent<RotationEvent> {
     let path =
         concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/events/secretsmanager-rotation.json");
     let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     event["Step"] = json!(step);
+    event["SecretId"] =
+        json!(format!("arn:aws:secretsmanager:eu-west-1:123456789012:secret:{secret}-Ab12Cd"));
     LambdaEvent::new(serde_json::from_value(event).unwrap(), Context::default())
 }
 
@@ -30,7 +43,7 @@ async fn setup() -> (tempfile::TempDir, Backend, RotationHandler) {
 #[tokio::test]
 async fn the_four_steps_rotate_the_signing_key_and_a_retry_changes_nothing() {
     let (_dir, backend, handler) = setup().await;
-    let token = "5b0c2f8e-1d2a-4c3b-9e4f-6a7b8c9d0e1f";
+    let token = TOKEN;
     let mut answers = Vec::new();
     for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
         answers.push(handler.handle(event(step)).await.unwrap());
@@ -53,6 +66,62 @@ async fn the_four_steps_rotate_the_signing_key_and_a_retry_changes_nothing() {
         let again = handler.handle(event(step)).await.unwrap();
         assert_eq!(again, json!({"step": step, "changed": false}));
     }
+}
+
+/// The template creates the signing key's secret with no version and
+/// Secrets Manager rotates it at once: the four events make the first key,
+/// which signs at once; a retry of every step changes nothing.
+async fn the_first_rotation_of_an_empty_secret_makes_the_first_key(backend: Backend) {
+    let secret = backend.settings.signing_secret_id.clone();
+    backend.secrets.ensure_secret(&secret).await.unwrap();
+    assert!(backend.secrets.staged_versions(&secret).await.unwrap().is_empty());
+    let handler = RotationHandler::new(&backend);
+    let mut answers = Vec::new();
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        answers.push(handler.handle(event_for(step, &secret)).await.unwrap());
+    }
+    assert_eq!(
+        answers,
+        vec![
+            json!({"step": "createSecret", "changed": true}),
+            json!({"step": "setSecret", "changed": false}),
+            json!({"step": "testSecret", "changed": false}),
+            json!({"step": "finishSecret", "changed": true}),
+        ]
+    );
+    let staged = backend.secrets.staged_versions(&secret).await.unwrap();
+    assert_eq!(staged, vec![(TOKEN.to_string(), vec![Stage::Current])]);
+    let current = backend.secrets.get_stage(&secret, Stage::Current).await.unwrap().unwrap();
+    let kid = SigningKey::from_secret(&current.value).unwrap().kid().to_string();
+    let signing = backend.signing_keys();
+    assert_eq!(signing.signer().await.unwrap().kid(), kid, "the first key signs at once");
+    assert!(signing.key_set().await.unwrap().find(&kid).is_some());
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        let again = handler.handle(event_for(step, &secret)).await.unwrap();
+        assert_eq!(again, json!({"step": step, "changed": false}));
+    }
+    assert_eq!(backend.secrets.staged_versions(&secret).await.unwrap(), staged);
+}
+
+#[tokio::test]
+async fn the_first_rotation_of_an_empty_secret_on_the_embedded_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings { signing_secret_id: SECRET.into(), ..Settings::default() };
+    let backend = Backend::embedded(dir.path(), settings).unwrap();
+    the_first_rotation_of_an_empty_secret_makes_the_first_key(backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_rotation_of_an_empty_secret_on_secrets_manager() {
+    let Some(endpoint) = aws::test_endpoint("the_first_rotation_of_an_empty_secret_on_secrets_manager")
+    else {
+        return;
+    };
+    let sdk = aws::local_sdk_config(&endpoint).await;
+    // Only the secrets are used: no tables or key to create.
+    let resources = AwsResources::with_prefix(&aws::unique_prefix("rotev"));
+    let backend = Backend::aws_with(&sdk, &resources, Settings::default(), false).await.unwrap();
+    the_first_rotation_of_an_empty_secret_makes_the_first_key(backend).await;
 }
 
 #[tokio::test]

@@ -1023,3 +1023,13 @@ async fn throttle(mut client: tokio::net::TcpStream) {
         }
     }
 }
+
+/// Waits out the last minute of an hour, so that what counts in hour-long
+/// windows (a burst, a run of failures) stays in one.
+pub async fn away_from_the_hour_boundary() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let left = 3600 - now % 3600;
+    if left < 60 {
+        tokio::time::sleep(std::time::Duration::from_secs(left + 1)).await;
+    }
+}

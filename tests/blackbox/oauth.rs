@@ -358,7 +358,8 @@ async fn old_tokens_never_pass_to_a_recreated_client_or_survive_a_leaked_secret(
 /// Free tier: 5 per hour-long window (so a burst cannot straddle two
 /// windows), 1,000 a day; one customer's override: a daily quota of 3.
 const TOKEN_LIMITS: &str = r#"{"free": {"rate": 5, "window_seconds": 3600, "daily_quota": 1000},
-    "overrides": {"customer:oauth-quota-co": {"rate": 100, "window_seconds": 3600, "daily_quota": 3}}}"#;
+    "overrides": {"customer:oauth-quota-co": {"rate": 100, "window_seconds": 3600, "daily_quota": 3},
+                  "customer:oauth-revoke-co": {"rate": 3, "window_seconds": 3600, "daily_quota": 1000}}}"#;
 const FREE_POLICY: &str = "\"rate\";q=5;w=3600, \"daily\";q=1000;w=86400";
 
 fn limited_server(limits: &str, guard: &str) -> Server {
@@ -367,15 +368,6 @@ fn limited_server(limits: &str, guard: &str) -> Server {
         ("PHARMAGATE_AUTH_GUARD".to_string(), guard.to_string()),
     ];
     Server::start_with(Opts { env, ..Opts::default() })
-}
-
-/// Waits out the last minute of an hour, so a burst stays in one window.
-async fn away_from_the_hour_boundary() {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let left = 3600 - now % 3600;
-    if left < 60 {
-        tokio::time::sleep(std::time::Duration::from_secs(left + 1)).await;
-    }
 }
 
 /// `n` token requests at once by one client.
@@ -461,6 +453,50 @@ async fn token_requests_are_counted_against_the_clients_limits() {
     assert_eq!(usage["tier"], "free", "{usage}");
     assert_eq!(usage["usage"]["rate"]["used"], 5, "{usage}");
     assert_eq!(usage["usage"]["daily"]["used"], 5, "{usage}");
+}
+
+/// Revocation and introspection are client calls like the token request:
+/// counted against the same limits once the client has authenticated, and
+/// refused over them before the token is looked at.
+#[tokio::test]
+async fn revocation_and_introspection_are_counted_like_token_requests() {
+    let s = limited_server(TOKEN_LIMITS, SUITE_AUTH_GUARD);
+    let api = s.api();
+    away_from_the_hour_boundary().await;
+    let (id, secret) = api.create_client(s.admin(), &client_body("oauth-revoke-co", &["catalog:read"])).await;
+    let policy = "\"rate\";q=3;w=3600, \"daily\";q=1000;w=86400";
+    let remaining = |r: &Resp| {
+        assert_eq!(r.header("ratelimit-policy"), Some(policy));
+        r.header("ratelimit").unwrap().split(';').nth(1).unwrap().to_string()
+    };
+    let grant = form(&[("grant_type", "client_credentials")]);
+    let issued = api.post_form("/oauth/token", Some((&id, &secret)), &grant).await;
+    let token = issued.json(200)["access_token"].as_str().unwrap().to_string();
+    assert_eq!(remaining(&issued), "r=2");
+    let about = form(&[("token", &token)]);
+
+    let introspected = api.post_form("/oauth/introspect", Some((&id, &secret)), &about).await;
+    assert_eq!(introspected.json(200)["active"], true);
+    assert_eq!(remaining(&introspected), "r=1");
+    let revoked = api.post_form("/oauth/revoke", Some((&id, &secret)), &about).await;
+    assert_eq!(revoked.status, 200);
+    assert_eq!(remaining(&revoked), "r=0");
+
+    // A wrong secret is the guard's: 401, no limits spent or shown.
+    let wrong = api.post_form("/oauth/introspect", Some((&id, "pgcs_wrong")), &about).await;
+    wrong.assert_oauth_error(401, "invalid_client");
+    assert!(wrong.header("ratelimit").is_none() && wrong.header("ratelimit-policy").is_none());
+
+    // Over the rate: both endpoints answer 429 slow_down, token unread.
+    for path in ["/oauth/introspect", "/oauth/revoke"] {
+        let r = api.post_form(path, Some((&id, &secret)), &about).await;
+        let retry = assert_token_rate_limited(&r, policy, "\"rate\";r=0;t=");
+        assert!((1..=3600).contains(&retry), "{path}: {retry}");
+        assert!(r.json(429).get("active").is_none(), "{path}");
+    }
+    let usage = api.get(&format!("/v1/usage?principal={id}"), s.admin()).await.json(200);
+    assert_eq!(usage["usage"]["rate"]["used"], 3, "{usage}");
+    assert_eq!(usage["usage"]["daily"]["used"], 3, "{usage}");
 }
 
 #[tokio::test]

@@ -142,9 +142,11 @@ impl Authorizer {
             Err(AuthError::Unauthorized { reason }) => {
                 let key_wait = self.guard.blocked(&key).await.map_err(unavailable)?;
                 let subjects: Vec<Subject> = source.into_iter().chain(key).collect();
-                self.guard.record_failure(&subjects).await.map_err(unavailable)?;
+                let imposed = self.guard.record_failure(&subjects).await.map_err(unavailable)?;
                 return match key_wait {
-                    Some(wait) => Ok((throttled(base, wait), None)),
+                    // This failure may have lengthened the block: say the
+                    // wait it imposed, not the one it found.
+                    Some(wait) => Ok((throttled(base, imposed.map_or(wait, |i| i.max(wait))), None)),
                     None => Err(AuthError::Unauthorized { reason }),
                 };
             }

@@ -49,6 +49,14 @@ pub struct OauthService {
     trail: AuditTrail,
 }
 
+/// What a client asks with its own credentials: each is counted alike.
+#[derive(Clone, Copy)]
+enum ClientCall {
+    Token,
+    Revoke,
+    Introspect,
+}
+
 /// Either an OAuth error (token endpoints) or a problem (everything else).
 enum Refusal {
     OAuth(OAuthError),
@@ -112,9 +120,11 @@ impl OauthService {
     async fn route(&self, req: &Request) -> Outcome {
         let routed = api::route_request(req, Function::Oauth)?;
         match (routed.route.method, routed.route.path) {
-            ("POST", "/oauth/token") => self.token(req, routed.route).await,
-            ("POST", "/oauth/revoke") => self.revoke(req).await,
-            ("POST", "/oauth/introspect") => self.introspect(req).await,
+            ("POST", "/oauth/token") => self.client_call(req, routed.route, ClientCall::Token).await,
+            ("POST", "/oauth/revoke") => self.client_call(req, routed.route, ClientCall::Revoke).await,
+            ("POST", "/oauth/introspect") => {
+                self.client_call(req, routed.route, ClientCall::Introspect).await
+            }
             ("GET", "/.well-known/jwks.json") => self.jwks().await,
             ("GET", "/.well-known/oauth-authorization-server") => Ok(self.metadata()),
             // Client administration: a principal's request, counted like any.
@@ -157,43 +167,72 @@ impl OauthService {
             Err(e) => return Err(e.into()),
         };
         let now = now_secs();
-        let refusal = || match client_wait {
-            Some(wait) => OAuthError::slow_down(wait),
-            None => OAuthError::invalid_client(),
-        };
         match record {
             Some(record) if record.secret_matches(&hash, now) => Ok(record),
-            Some(_) => Err(self.failed(&subjects, refusal(), "wrong_secret").await),
+            Some(_) => Err(self.wrong_secret(&subjects, client_wait, "wrong_secret").await),
             None => {
                 let decoy: Option<ClientRecord> = serde_json::from_str(&self.decoy_record).ok();
                 std::hint::black_box(decoy.map(|d| d.secret_matches(&hash, now)));
-                Err(self.failed(&subjects, refusal(), "unknown_client").await)
+                Err(self.wrong_secret(&subjects, client_wait, "unknown_client").await)
             }
         }
     }
 
-    /// Counts a failed client authentication against its source and client
-    /// id, and answers `error` (or 503 if the count cannot be kept: fail
-    /// closed rather than allow unthrottled guessing).
+    /// A malformed credential: `invalid_request` as it is, anything else
+    /// counted (see `count_failure`) and answered with `error`.
     async fn failed(&self, subjects: &[Subject], error: OAuthError, reason: &'static str) -> Refusal {
-        tracing::info!(reason, "client authentication failed");
         if error.code == "invalid_request" {
+            tracing::info!(reason, "client authentication failed");
             return error.into();
         }
-        match self.guard.record_failure(subjects).await {
+        match self.count_failure(subjects, reason).await {
             Ok(_) => error.into(),
-            Err(e) => e.into(),
+            Err(refusal) => refusal,
         }
     }
 
-    /// The token endpoint. Once the client has authenticated, the request is
-    /// counted against the client's limits as every protected request is
-    /// counted against its principal's (the same limiter and counters: the
-    /// client's rate, its customer's daily quota for its tier; the route's
-    /// cost): over a limit it is 429 before any signing, with `Retry-After`;
-    /// every answer after that carries `RateLimit-Policy` and `RateLimit`.
-    /// Failed authentications are the guard's instead, and never use quota.
-    async fn token(&self, req: &Request, route: &'static Route) -> Outcome {
+    /// A wrong secret for a well-formed client id: `invalid_client`, or
+    /// `slow_down` when the client id was blocked already, with the wait this
+    /// failure imposed (it may have lengthened the block) rather than the one
+    /// it found.
+    async fn wrong_secret(
+        &self,
+        subjects: &[Subject],
+        client_wait: Option<u64>,
+        reason: &'static str,
+    ) -> Refusal {
+        let imposed = match self.count_failure(subjects, reason).await {
+            Ok(imposed) => imposed,
+            Err(refusal) => return refusal,
+        };
+        match client_wait {
+            Some(wait) => OAuthError::slow_down(imposed.map_or(wait, |i| i.max(wait))).into(),
+            None => OAuthError::invalid_client().into(),
+        }
+    }
+
+    /// Counts a failed client authentication against its source and client
+    /// id; the block it imposed, or 503 if the count cannot be kept (fail
+    /// closed rather than allow unthrottled guessing).
+    async fn count_failure(
+        &self,
+        subjects: &[Subject],
+        reason: &'static str,
+    ) -> Result<Option<u64>, Refusal> {
+        tracing::info!(reason, "client authentication failed");
+        self.guard.record_failure(subjects).await.map_err(Refusal::from)
+    }
+
+    /// The endpoints a client calls with its own credentials (token,
+    /// revocation, introspection). Once the client has authenticated, the
+    /// request is counted against the client's limits as every protected
+    /// request is counted against its principal's (the same limiter and
+    /// counters: the client's rate, its customer's daily quota for its tier;
+    /// the route's cost): over a limit it is 429 before any signing or token
+    /// check, with `Retry-After`; every answer after that carries
+    /// `RateLimit-Policy` and `RateLimit`. Failed authentications are the
+    /// guard's instead, and never use quota.
+    async fn client_call(&self, req: &Request, route: &'static Route, call: ClientCall) -> Outcome {
         let form = form_body(req)?;
         let client = self.authenticate(req, &form).await?;
         let request_id = api::request_id(req);
@@ -208,7 +247,12 @@ impl OauthService {
                 return Ok(response);
             }
         };
-        match self.issue(&form, &client).await {
+        let outcome = match call {
+            ClientCall::Token => self.issue(&form, &client).await,
+            ClientCall::Revoke => self.revoke(&form, &client).await,
+            ClientCall::Introspect => self.introspect(&form, &client).await,
+        };
+        match outcome {
             Ok(mut response) => {
                 with_usage(&mut response, &usage);
                 Ok(response)
@@ -280,28 +324,26 @@ impl OauthService {
         Ok(claims.filter(|c| c.client_id == client.id.as_str() && c.client_gen == client.token_generation))
     }
 
-    async fn revoke(&self, req: &Request) -> Outcome {
-        let form = form_body(req)?;
-        let client = self.authenticate(req, &form).await?;
+    /// RFC 7009 revocation of one of the client's own tokens.
+    async fn revoke(&self, form: &Form, client: &ClientRecord) -> Outcome {
         let token = form.get("token").ok_or_else(|| OAuthError::invalid_request("token is required"))?;
         // RFC 7009 §2.2: an invalid or unknown token is answered with 200 too.
-        if let Some(claims) = self.own_token(token, &client).await? {
+        if let Some(claims) = self.own_token(token, client).await? {
             self.clients.revoke_token(&claims.jti, &client.id, claims.exp + LEEWAY_SECS).await?;
             tracing::info!(client_id = ?client.id.as_str(), jti = %claims.jti, "token revoked");
         }
-        Ok(as_client(no_cache(api::empty_response(StatusCode::OK)), &client))
+        Ok(as_client(no_cache(api::empty_response(StatusCode::OK)), client))
     }
 
-    async fn introspect(&self, req: &Request) -> Outcome {
-        let form = form_body(req)?;
-        let client = self.authenticate(req, &form).await?;
+    /// RFC 7662 introspection of one of the client's own tokens.
+    async fn introspect(&self, form: &Form, client: &ClientRecord) -> Outcome {
         let token = form.get("token").ok_or_else(|| OAuthError::invalid_request("token is required"))?;
         let inactive = || {
             let response = no_cache(api::json_response(StatusCode::OK, &json!({"active": false})));
-            Ok(as_client(response, &client))
+            Ok(as_client(response, client))
         };
         // A client may only learn about its own tokens.
-        let Some(claims) = self.own_token(token, &client).await? else { return inactive() };
+        let Some(claims) = self.own_token(token, client).await? else { return inactive() };
         if self.clients.is_token_revoked(&claims.jti).await? {
             return inactive();
         }
@@ -317,7 +359,7 @@ impl OauthService {
             "iss": claims.iss,
             "jti": claims.jti,
         });
-        Ok(as_client(no_cache(api::json_response(StatusCode::OK, &body)), &client))
+        Ok(as_client(no_cache(api::json_response(StatusCode::OK, &body)), client))
     }
 
     async fn jwks(&self) -> Outcome {

@@ -46,6 +46,7 @@ pub const CHECKS: &[Check] = checks![
     not_exists_rejects_an_existing_item,
     exists_requires_a_live_item,
     attr_equals_compares_exactly,
+    reserved_words_and_expression_syntax_are_plain_names,
     delete_with_and_without_condition,
     expired_items_are_absent,
     query_returns_prefix_in_byte_order,
@@ -339,6 +340,59 @@ async fn attr_equals_compares_exactly(store: Arc<dyn ItemStore>) {
     let v6 = item(&pk, "k", json!({"state": "revoked", "version": 6, "flag": false}), None);
     store.put(t, v6.clone(), Condition::AttrEquals("flag".into(), json!(true))).await.expect("bool match");
     assert_eq!(get(&*store, t, &pk, "k").await, Some(v6));
+}
+
+/// DynamoDB reserved words (`status`, `name`, `size`, `data`, `key`,
+/// `count`, `timestamp`) and names and values that look like expression
+/// syntax are plain attributes: stored, compared and matched exactly, never
+/// read as expression text (a value that would close a parenthesis and add
+/// `OR 1 = 1` must not satisfy a condition it does not equal).
+async fn reserved_words_and_expression_syntax_are_plain_names(store: Arc<dyn ItemStore>) {
+    let pk = unique_pk("reserved");
+    let t = Table::Keys;
+    let fields = json!({
+        "status": "active",
+        "name": "tobramycin",
+        "size": 3,
+        "data": {"count": 1, "status": "nested"},
+        "key": "k",
+        "count": 2,
+        "timestamp": 1_700_000_000,
+        "#a = :b OR attribute_exists(pk)": ":v) OR (1 = 1",
+        "a.b[0]": "dotted",
+        "#name": "hash",
+        ":value": "colon",
+        "with space": "spaced",
+    });
+    let mut current = item(&pk, "k", fields.clone(), None);
+    put(&*store, t, current.clone()).await;
+    assert_eq!(get(&*store, t, &pk, "k").await.as_ref(), Some(&current));
+    let traps = [json!("x) OR (1 = 1"), json!(":v"), json!("#a"), json!("active OR 1 = 1")];
+    for (round, (name, value)) in fields.as_object().unwrap().iter().enumerate() {
+        for trap in &traps {
+            let next = item(&pk, "k", json!({"status": "changed"}), None);
+            let result = store.put(t, next, Condition::AttrEquals(name.clone(), trap.clone())).await;
+            expect_condition_failed(result, &format!("AttrEquals({name:?}, {trap}) on a mismatch"));
+        }
+        assert_eq!(get(&*store, t, &pk, "k").await.as_ref(), Some(&current), "a failed put changed {name:?}");
+        let mut next = current.clone();
+        next.attrs.insert("round".into(), json!(round));
+        store.put(t, next.clone(), Condition::AttrEquals(name.clone(), value.clone())).await.expect(name);
+        current = next;
+        assert_eq!(get(&*store, t, &pk, "k").await.as_ref(), Some(&current));
+    }
+    // The same names in a transaction's conditions, and a query's answer.
+    let delete = |name: &str, value: Value| WriteOp::Delete {
+        table: t,
+        pk: pk.clone(),
+        sk: "k".into(),
+        condition: Condition::AttrEquals(name.into(), value),
+    };
+    let result = store.transact(vec![delete("status", json!("x) OR (1 = 1"))]).await;
+    expect_condition_failed(result, "a transaction's AttrEquals(status) on a mismatch");
+    assert_eq!(query_all(&*store, t, &pk, "", 10, false).await, vec![current]);
+    store.transact(vec![delete("status", json!("active"))]).await.expect("delete on status");
+    assert_eq!(get(&*store, t, &pk, "k").await, None);
 }
 
 async fn delete_with_and_without_condition(store: Arc<dyn ItemStore>) {

@@ -8,7 +8,8 @@
 //!    `Authorization`, or with either repeated (401), build
 //!    the REST REQUEST authorizer event, call the authorizer's handler,
 //!    turn `Unauthorized` into 401 and any other failure into 503, optionally
-//!    cache its answer per key for a TTL, and evaluate the returned IAM
+//!    cache its answer per key and source address for a TTL (never a
+//!    brute-force block's), and evaluate the returned IAM
 //!    policy against the method ARN (Deny → 403);
 //! 3. build the REST proxy (v1) event with `requestContext.authorizer` filled
 //!    in, deserialize it as lambda_http does, run the function through
@@ -47,7 +48,7 @@ use pharmagate_shared::audit::AuditTrail;
 use pharmagate_shared::config::Backend;
 use pharmagate_shared::domain::client::parse_scope_list;
 use pharmagate_shared::domain::{CustomerId, Principal};
-use pharmagate_shared::http::{Audit, Problem, RequestFacts, RequestLog};
+use pharmagate_shared::http::{Audit, Problem, RequestFacts, RequestLog, THROTTLED_CONTEXT_KEY};
 use pharmagate_shared::routes::{Access, Function, Route, RouteMatch, match_route, without_stage};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -237,7 +238,15 @@ impl Gateway {
             "arn:aws:execute-api:{REGION}:{ACCOUNT}:{API_ID}/{}/{}{}",
             self.stage, call.method, call.path
         );
-        let cache_key: [u8; 32] = Sha256::digest(identity.as_bytes()).into();
+        // The authorizer's answer depends on the source address too (a
+        // blocked address waits, whatever key it sends), so the cache is
+        // keyed as if `context.identity.sourceIp` were an identity source.
+        let cache_key: [u8; 32] = Sha256::new()
+            .chain_update(identity.as_bytes())
+            .chain_update([0])
+            .chain_update(call.peer.ip().to_string())
+            .finalize()
+            .into();
         if let Some(response) = self.cached(&cache_key) {
             // The authorizer is not asked, so it audits nothing: a refusal
             // here is the gateway's own.
@@ -273,7 +282,8 @@ impl Gateway {
     }
 
     fn remember(&self, key: [u8; 32], response: &ApiGatewayCustomAuthorizerResponse) {
-        if self.cache_ttl.is_zero() {
+        // A brute-force block's answer carries a wait that is only true now.
+        if self.cache_ttl.is_zero() || response.context.get(THROTTLED_CONTEXT_KEY).is_some() {
             return;
         }
         if let Ok(mut cache) = self.cache.lock() {

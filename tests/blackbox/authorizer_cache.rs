@@ -95,3 +95,37 @@ async fn a_cached_policy_is_never_stored_under_another_key() {
     // A key nobody issued must never act as the admin.
     api.get("/v1/keys", &stranger).await.assert_unauthorized();
 }
+
+/// The authorizer's answer depends on the source address (a blocked address
+/// waits, whatever key it sends), so a cached answer for a key from one
+/// address never admits that key from a blocked one, and a block's answer is
+/// never cached for the key.
+#[tokio::test]
+async fn a_cached_answer_never_lets_a_blocked_address_through() {
+    let guard = r#"{"free_failures": 1, "window_seconds": 3600, "max_backoff_seconds": 600}"#;
+    let server = Server::start_with(Opts {
+        extra_args: vec!["--authorizer-cache-ttl".into(), "300".into()],
+        env: vec![("PHARMAGATE_AUTH_GUARD".to_string(), guard.to_string())],
+    });
+    away_from_the_hour_boundary().await;
+    let key = server.issue_key("cache-guard-co", "customer", "free");
+    let path = format!("/v1/products/{ASPIRIN}");
+    let (home, blocked, other) = (
+        server.api().via_address("127.0.0.81"),
+        server.api().via_address("127.0.0.82"),
+        server.api().via_address("127.0.0.83"),
+    );
+    // The key's answer is cached from its home address.
+    assert_eq!(home.get(&path, &key).await.status, 200);
+    // Another address fails twice: the second failure blocks it for 2 s.
+    blocked.get(&path, "garbage").await.assert_unauthorized();
+    blocked.get(&path, "garbage").await.assert_unauthorized();
+    // The cached answer is not that address's: the right key waits there …
+    let refused = blocked.get(&path, &key).await;
+    refused.problem(429, "too-many-failures");
+    assert!(matches!(refused.header("retry-after"), Some("1" | "2")), "{:?}", refused.header("retry-after"));
+    // … and that refusal was not cached for the key: from its home and from a
+    // third address it still reads.
+    assert_eq!(home.get(&path, &key).await.status, 200);
+    assert_eq!(other.get(&path, &key).await.status, 200);
+}

@@ -64,7 +64,7 @@ fn gateway(c: &mut Criterion) {
 
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
-    rt.spawn(pharmagate_cli::server::serve(listener, gw.clone(), std::future::pending()));
+    rt.spawn(pharmagate_cli::server::serve(listener, gw.clone(), Default::default(), std::future::pending()));
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/v1/products/953769-46-5");
     c.bench_function("gateway/GET product over loopback HTTP", |b| {

@@ -64,6 +64,16 @@ enum Command {
         /// Seconds a client may take to send a request body (then 408).
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
         body_timeout: u64,
+        /// Seconds a client may take to send a request's headers, and a
+        /// kept-alive connection may stay idle (then it is closed).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        header_timeout: u64,
+        /// Open connections allowed from one source address (more are closed at once).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_connections_per_address: u64,
+        /// Open connections allowed in all (more are closed at once).
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_connections: u64,
         /// Append CloudWatch EMF metric lines to this file (default: no
         /// metrics, unless PHARMAGATE_METRICS says otherwise).
         #[arg(long)]
@@ -243,13 +253,21 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             stage,
             authorizer_cache_ttl,
             body_timeout,
+            header_timeout,
+            max_connections_per_address,
+            max_connections,
             rotate_every,
             jobs_every,
             ..
         } => {
             let timeouts = (Duration::from_secs(authorizer_cache_ttl), Duration::from_secs(body_timeout));
+            let limits = server::Limits {
+                header_timeout: Duration::from_secs(header_timeout),
+                per_address: max_connections_per_address as usize,
+                total: max_connections as usize,
+            };
             schedule(&backend, rotate_every, jobs_every);
-            dev(&backend, &host, port, &stage, timeouts).await?;
+            dev(&backend, &host, port, &stage, timeouts, limits).await?;
         }
         Command::Rotate { secret, compromised } => rotate(&backend, &secret, compromised).await?,
         Command::Jobs(JobsCommand::Run) => {
@@ -344,6 +362,7 @@ async fn dev(
     port: u16,
     stage: &str,
     timeouts: (Duration, Duration),
+    limits: server::Limits,
 ) -> Result<(), Failure> {
     let valid_stage = !stage.is_empty()
         && stage.len() <= 32
@@ -392,7 +411,7 @@ async fn dev(
     let gateway = Arc::new(gateway);
     writeln!(out, "pharmagate listening on http://{address}")?;
     out.flush()?;
-    server::serve(listener, gateway, shutdown_signal()).await?;
+    server::serve(listener, gateway, limits, shutdown_signal()).await?;
     writeln!(out, "pharmagate stopped")?;
     Ok(())
 }

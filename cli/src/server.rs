@@ -1,37 +1,142 @@
-//! The HTTP server in front of the local gateway (axum on loopback).
+//! The HTTP server in front of the local gateway: HTTP/1.1 on hyper, with
+//! the limits a server facing untrusted clients needs. Headers (and the
+//! wait for the next request on a kept-alive connection) must arrive within
+//! a timeout, bodies within another (then 408), and connections are capped
+//! per source address and in all, so that idle or trickling connections
+//! cannot use up the process's sockets.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::{ConnectInfo, Request, State};
-use axum::response::Response;
-use http::StatusCode;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use pharmagate_shared::http::Problem;
 use tokio::net::TcpListener;
 
 use crate::gateway::{Gateway, GatewayResponse, MAX_REQUEST_BYTES};
 
+/// Connection limits of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time a client has to send a request's headers, counted from the
+    /// connection's start or from the previous response (so it is also the
+    /// idle timeout of a kept-alive connection).
+    pub header_timeout: Duration,
+    /// Open connections from one source address; more are closed at once.
+    pub per_address: usize,
+    /// Open connections in all; more are closed at once.
+    pub total: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { header_timeout: Duration::from_secs(30), per_address: 256, total: 4096 }
+    }
+}
+
+/// How long a shutdown waits for connections to finish their requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
 /// Serves `gateway` on `listener` until `shutdown` completes; in-flight
-/// requests finish first.
+/// requests finish first (for at most 30 s).
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new().fallback(handle).with_state(gateway);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let graceful = GracefulShutdown::new();
+    let open = Arc::new(Mutex::new(OpenConnections::default()));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before
+                    // it was accepted: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Some(slot) = OpenConnections::admit(&open, peer.ip(), &limits) else {
+            tracing::debug!(peer = %peer.ip(), "connection refused: too many open connections");
+            continue;
+        };
+        let gateway = gateway.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(handle(gateway, peer, req.map(Body::new)).await) }
+        });
+        let watched = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after the shutdown grace period");
+    }
+    Ok(())
 }
 
-async fn handle(
-    State(gateway): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-) -> Response {
+/// Open connections per source address, and in all.
+#[derive(Default)]
+struct OpenConnections {
+    per_address: HashMap<IpAddr, usize>,
+    total: usize,
+}
+
+impl OpenConnections {
+    /// A slot for a connection from `ip`, or `None` over a limit.
+    fn admit(open: &Arc<Mutex<OpenConnections>>, ip: IpAddr, limits: &Limits) -> Option<Slot> {
+        let mut state = open.lock().ok()?;
+        let from_ip = state.per_address.get(&ip).copied().unwrap_or(0);
+        if from_ip >= limits.per_address || state.total >= limits.total {
+            return None;
+        }
+        state.per_address.insert(ip, from_ip + 1);
+        state.total += 1;
+        Some(Slot { open: open.clone(), ip })
+    }
+}
+
+/// A connection's place among the open ones, given back when dropped.
+struct Slot {
+    open: Arc<Mutex<OpenConnections>>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.open.lock() {
+            state.total = state.total.saturating_sub(1);
+            if let Some(n) = state.per_address.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    state.per_address.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+async fn handle(gateway: Arc<Gateway>, peer: SocketAddr, req: Request<Body>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
     let read = tokio::time::timeout(gateway.body_timeout(), to_bytes(body, MAX_REQUEST_BYTES)).await;
@@ -55,7 +160,7 @@ async fn handle(
     to_http(gateway.refuse(refusal, &parts.method, &target, peer).await)
 }
 
-fn to_http(out: GatewayResponse) -> Response {
+fn to_http(out: GatewayResponse) -> Response<Body> {
     let mut response = Response::new(Body::from(out.body));
     *response.status_mut() = out.status;
     *response.headers_mut() = out.headers;

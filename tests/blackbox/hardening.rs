@@ -135,3 +135,117 @@ fn a_body_that_never_arrives_gets_408_instead_of_holding_the_connection() {
     assert!(response.contains("the request body did not arrive within 1 seconds"), "{response}");
     assert!(response.to_lowercase().contains("x-amzn-requestid"), "{response}");
 }
+
+/// Reads until the server closes the connection (or 10 s pass); what it
+/// sent and how long it took.
+fn read_until_closed(stream: &mut TcpStream) -> (String, std::time::Duration) {
+    let started = std::time::Instant::now();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the connection was still open after {:?}: {e}", started.elapsed()),
+        }
+    }
+    (String::from_utf8_lossy(&received).into_owned(), started.elapsed())
+}
+
+/// A client that opens a connection and sends nothing, trickles its
+/// headers, or keeps an idle connection after a response, is cut off after
+/// the header timeout: such connections cannot pile up until the server
+/// runs out of sockets.
+#[test]
+fn idle_and_trickling_connections_are_closed_after_the_header_timeout() {
+    let server = Server::start_with(Opts {
+        extra_args: vec!["--header-timeout".into(), "2".into()],
+        ..Opts::default()
+    });
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let within = |took: std::time::Duration| {
+        assert!(
+            took >= std::time::Duration::from_millis(1500) && took < std::time::Duration::from_secs(6),
+            "{took:?}"
+        );
+    };
+    // Nothing sent.
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    let (got, took) = read_until_closed(&mut silent);
+    assert_eq!(got, "");
+    within(took);
+    // Headers started, never finished; a line every 500 ms does not help.
+    let mut trickle = TcpStream::connect(&addr).unwrap();
+    let started = std::time::Instant::now();
+    trickle.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n").unwrap();
+    let mut closed_after = None;
+    for n in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if trickle.write_all(format!("x-pad-{n}: y\r\n").as_bytes()).is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let (got, _) = read_until_closed(&mut trickle);
+    assert!(!got.contains("200 OK"), "{got}");
+    let took = closed_after.unwrap_or_else(|| started.elapsed());
+    assert!(took < std::time::Duration::from_secs(6), "the trickle went on for {took:?}");
+    // One full request is answered; the kept-alive connection then idles out.
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let (got, took) = read_until_closed(&mut idle);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    within(took);
+}
+
+/// Opens a connection from `local` (a loopback address) to the server.
+async fn connect_from(local: &str, server: &Server) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    let stream = socket.connect(server.base.trim_start_matches("http://").parse().unwrap()).await.unwrap();
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+/// Whether the server closed `stream` within two seconds (without a byte).
+fn closed_at_once(stream: &mut TcpStream) -> bool {
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Err(_) => false,
+    }
+}
+
+/// One source address cannot hold more than its share of connections; other
+/// addresses are still served, and a closed connection frees its place.
+#[tokio::test]
+async fn connections_are_capped_per_source_address() {
+    let server = Server::start_with(Opts {
+        extra_args: vec!["--max-connections-per-address".into(), "3".into()],
+        ..Opts::default()
+    });
+    let hog = "127.0.0.95";
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from(hog, &server).await);
+    }
+    // The three are open (none is closed at once) …
+    for stream in &mut held {
+        assert!(!closed_at_once(stream), "one of the first three was closed");
+    }
+    // … and a fourth from the same address is closed without an answer.
+    let mut fourth = connect_from(hog, &server).await;
+    assert!(closed_at_once(&mut fourth), "a fourth connection stayed open");
+    // Another address is served.
+    assert_eq!(server.api().via_address("127.0.0.96").get("/health", ANON).await.status, 200);
+    // Closing one frees its place: the hog address is served again.
+    held.pop();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(server.api().via_address(hog).get("/health", ANON).await.status, 200);
+}

@@ -633,10 +633,12 @@ pub fn query_params(req: &Request, allowed: &[&str]) -> Result<HashMap<String, S
         }
         if !allowed.contains(&name) {
             let shown: String = name.chars().take(40).collect();
-            return Err(Problem::validation(
-                shown,
-                format!("unknown query parameter; allowed: {}", allowed.join(", ")),
-            ));
+            let message = if allowed.is_empty() {
+                "this route takes no query parameters".to_string()
+            } else {
+                format!("unknown query parameter; allowed: {}", allowed.join(", "))
+            };
+            return Err(Problem::validation(shown, message));
         }
         let values = params.all(name).unwrap_or_default();
         if values.len() != 1 {

@@ -129,3 +129,30 @@ async fn a_cached_answer_never_lets_a_blocked_address_through() {
     assert_eq!(home.get(&path, &key).await.status, 200);
     assert_eq!(other.get(&path, &key).await.status, 200);
 }
+
+/// With the authorizer's answers cached, a key revoked a moment ago still
+/// arrives with its cached principal (as behind API Gateway's cache), but it
+/// can no longer issue, rotate or revoke keys: those are re-checked against
+/// the key's record, so a leaked key cannot mint a successor that outlives
+/// its revocation.
+#[tokio::test]
+async fn a_revoked_key_with_a_cached_answer_cannot_manage_keys() {
+    let server = Server::start_with(Opts {
+        extra_args: vec!["--authorizer-cache-ttl".into(), "300".into()],
+        ..Opts::default()
+    });
+    let api = server.api();
+    let key = server.issue_key("cache-revoke-co", "customer", "free");
+    let id = key_id(&key).to_string();
+    // Cached for every route the customer role may use.
+    assert_eq!(api.get("/v1/keys", &key).await.status, 200);
+    assert_eq!(api.delete(&format!("/v1/keys/{id}"), server.admin()).await.status, 204);
+    api.post_json("/v1/keys", &key, &json!({})).await.assert_unauthorized();
+    api.post_json(&format!("/v1/keys/{id}/rotate"), &key, &json!({})).await.assert_unauthorized();
+    api.delete(&format!("/v1/keys/{id}"), &key).await.assert_unauthorized();
+    // No key was minted for the customer after the revocation.
+    let listed = api.get("/v1/keys?customer=cache-revoke-co", server.admin()).await.json(200);
+    let ids: Vec<&str> =
+        listed["items"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [id.as_str()], "{listed}");
+}

@@ -303,3 +303,35 @@ async fn a_token_signed_by_a_withdrawn_key_is_refused() {
     assert_eq!(kids.len(), 2, "current and previous: {jwks}");
     assert!(!client_id.is_empty());
 }
+
+/// Introspection reports a token inactive from its `exp` on: the verifiers'
+/// clock-skew leeway is no extension of its lifetime.
+#[tokio::test]
+async fn introspection_reports_a_token_inactive_from_its_expiry() {
+    let s = Server::start();
+    let api = s.api();
+    let body = json!({"name": "introspecting", "customer": "introspect-co", "scopes": ["catalog:read"]});
+    let (id, secret) = api.create_client(s.admin(), &body).await;
+    let generation =
+        claims_of(&api.token(&id, &secret, None).await)["client_gen"].as_str().unwrap().to_string();
+    let (key, kid, _) = server_key(&s).await;
+    let t = now();
+    let token_ending = |exp: i64| {
+        let mut c = claims(&s, &id, &generation);
+        c["iat"] = json!(t - 300);
+        c["exp"] = json!(exp);
+        craft(&header(&kid), &c, ed25519(&key))
+    };
+    let introspect = |token: String| {
+        let (api, id, secret) = (api.clone(), id.clone(), secret.clone());
+        async move {
+            api.post_form("/oauth/introspect", Some((&id, &secret)), &form(&[("token", &token)]))
+                .await
+                .json(200)
+        }
+    };
+    let live = introspect(token_ending(t + 120)).await;
+    assert_eq!((&live["active"], &live["exp"]), (&json!(true), &json!(t + 120)), "{live}");
+    // Expired 5 s ago: inside the 30 s leeway, but no longer active.
+    assert_eq!(introspect(token_ending(t - 5)).await, json!({"active": false}));
+}

@@ -150,6 +150,17 @@ async fn token_requests_are_checked_strictly() {
     api.send(rb).await.assert_oauth_error(400, "invalid_request");
     // GET is not allowed on the token endpoint.
     api.get("/oauth/token", ANON).await.problem(405, "method-not-allowed");
+    // Credentials or anything else in the query: refused in the endpoints'
+    // own error shape, before the client is authenticated.
+    let grant = post(&[("grant_type", "client_credentials")]);
+    for path in ["/oauth/token", "/oauth/revoke", "/oauth/introspect"] {
+        let target = format!("{path}?client_secret=x");
+        let body = api.post_form(&target, basic, &grant).await.assert_oauth_error(400, "invalid_request");
+        assert_eq!(
+            body["error_description"], "client_secret: this route takes no query parameters",
+            "{body}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -17,7 +17,9 @@ use pharmagate_shared::cursor;
 use pharmagate_shared::domain::{ApiKey, ClientId, CustomerId, KeyId, Permission, Principal, Role, Tier};
 use pharmagate_shared::http::{self as api, Problem};
 use pharmagate_shared::limits::Limiter;
-use pharmagate_shared::repo::keys::{IssueError, NewKey, RotateError, expiry_after_days, validate_label};
+use pharmagate_shared::repo::keys::{
+    IssueError, KeyStatus, NewKey, RotateError, expiry_after_days, validate_label,
+};
 use pharmagate_shared::repo::{ClientRepo, DEFAULT_GRACE_SECS, KeyRecord, KeyRepo, validate_grace};
 use pharmagate_shared::routes::{Function, Params};
 use serde::Deserialize;
@@ -86,6 +88,9 @@ impl KeysService {
     async fn dispatch(&self, req: &Request, routed: api::Routed) -> Outcome {
         let api::Routed { route, params, query, principal } = routed;
         let principal = principal.ok_or_else(Problem::unauthorized)?;
+        if route.method != "GET" {
+            self.caller_still_active(&principal).await?;
+        }
         match (route.method, route.path) {
             ("GET", "/v1/usage") => self.usage(&query, &principal).await,
             ("POST", "/v1/keys") => self.issue(req, &principal).await,
@@ -93,6 +98,27 @@ impl KeysService {
             ("DELETE", "/v1/keys/{id}") => self.revoke(&principal, &params).await,
             ("POST", "/v1/keys/{id}/rotate") => self.rotate(req, &principal, &params).await,
             _ => Err(Problem::not_found("no such resource")),
+        }
+    }
+
+    /// Changing keys is the one thing a key must not do on a stale answer:
+    /// with an authorizer cache (API Gateway's, or `dev
+    /// --authorizer-cache-ttl`), a key revoked a moment ago still arrives
+    /// with its principal, and could mint itself a successor that outlives
+    /// the revocation. So an API key that issues, rotates or revokes keys is
+    /// read again here, and must still be active.
+    async fn caller_still_active(&self, principal: &Principal) -> Result<(), Problem> {
+        if principal.scopes.is_some() {
+            // An OAuth token: its scopes never include key management.
+            return Ok(());
+        }
+        let id = KeyId::parse(&principal.id).map_err(|_| Problem::unauthorized())?;
+        match self.keys.get(&id).await? {
+            Some(record) if record.status(now_secs()) == KeyStatus::Active => Ok(()),
+            _ => {
+                tracing::info!(key_id = %principal.id, "key management by a key no longer active refused");
+                Err(Problem::unauthorized())
+            }
         }
     }
 

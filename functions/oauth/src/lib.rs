@@ -118,7 +118,7 @@ impl OauthService {
     }
 
     async fn route(&self, req: &Request) -> Outcome {
-        let routed = api::route_request(req, Function::Oauth)?;
+        let routed = api::route_request(req, Function::Oauth).map_err(|p| oauth_shaped(req, p))?;
         match (routed.route.method, routed.route.path) {
             ("POST", "/oauth/token") => self.client_call(req, routed.route, ClientCall::Token).await,
             ("POST", "/oauth/revoke") => self.client_call(req, routed.route, ClientCall::Revoke).await,
@@ -344,7 +344,9 @@ impl OauthService {
         };
         // A client may only learn about its own tokens.
         let Some(claims) = self.own_token(token, client).await? else { return inactive() };
-        if self.clients.is_token_revoked(&claims.jti).await? {
+        // Expired is expired here: the verifier's clock-skew leeway is for
+        // verifiers, not a lifetime extension to report (RFC 7662 §2.2).
+        if claims.exp <= now_secs() || self.clients.is_token_revoked(&claims.jti).await? {
             return inactive();
         }
         let body = json!({
@@ -422,6 +424,19 @@ fn as_client(mut response: Response<Body>, client: &ClientRecord) -> Response<Bo
 /// The principal an authenticated client is: the one the authorizer makes of
 /// its tokens (the same id, customer and tier, so the same rate and quota
 /// counters).
+/// A refusal of a bad request to an endpoint clients call with their own
+/// credentials (token, revocation, introspection) in those endpoints' own
+/// error shape (RFC 6749 §5.2): `invalid_request` with the problem's detail.
+fn oauth_shaped(req: &Request, problem: Problem) -> Refusal {
+    let client_call = req.method() == http::Method::POST
+        && ["/oauth/token", "/oauth/revoke", "/oauth/introspect"].contains(&api::route_path(req).as_str());
+    if client_call && problem.status == StatusCode::BAD_REQUEST {
+        let field = problem.field.map(|f| format!("{f}: ")).unwrap_or_default();
+        return OAuthError::invalid_request(format!("{field}{}", problem.detail.unwrap_or_default())).into();
+    }
+    problem.into()
+}
+
 fn client_principal(client: &ClientRecord) -> Principal {
     Principal {
         id: client.id.to_string(),

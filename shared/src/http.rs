@@ -615,11 +615,56 @@ fn is_json(headers: &HeaderMap) -> bool {
     essence.eq_ignore_ascii_case("application/json") && params_ok
 }
 
-/// serde_json's message without echoing large inputs back.
+/// serde_json's message in the API's words: a value of the wrong type or
+/// range is named by its JSON kind, never echoed back (it may be a secret
+/// sent in the wrong place), and Rust's type names (`i64`, `struct …`) stay
+/// inside; other messages (unknown or missing fields, syntax) are cut short.
 fn describe_json_error(e: &serde_json::Error) -> String {
     let message = e.to_string();
-    let short: String = message.chars().take(300).collect();
-    format!("invalid JSON body: {short}")
+    let at = (e.line() > 0).then(|| format!(" (line {}, column {})", e.line(), e.column()));
+    let body = message.split(" at line ").next().unwrap_or_default();
+    let mismatch = ["invalid type: ", "invalid value: "]
+        .iter()
+        .find_map(|prefix| body.strip_prefix(prefix).map(|rest| (prefix.trim_end_matches(": "), rest)));
+    let described = match mismatch {
+        Some((what, rest)) => {
+            let (found, expected) = rest.rsplit_once(", expected ").unwrap_or((rest, ""));
+            format!("{what}: {} where {} is expected", json_kind(found), expected_kind(expected))
+        }
+        None => body.chars().take(300).collect(),
+    };
+    format!("invalid JSON body: {described}{}", at.unwrap_or_default())
+}
+
+/// The JSON kind of serde's "unexpected" value (`floating point `1.5``,
+/// `string "…"`, `integer `-5``, `map`, …), without the value.
+fn json_kind(found: &str) -> &'static str {
+    match found.split([' ', '`', '"']).next().unwrap_or_default() {
+        "string" | "character" => "a string",
+        "integer" | "floating" => "a number",
+        "boolean" => "a boolean",
+        "map" => "an object",
+        "sequence" => "an array",
+        "null" | "unit" => "null",
+        _ => "a value",
+    }
+}
+
+/// What serde expected, in JSON terms.
+fn expected_kind(expected: &str) -> String {
+    match expected {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer".into(),
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a non-negative integer".into(),
+        "f32" | "f64" => "a number".into(),
+        "a boolean" | "a string" | "a borrowed string" => expected.replace("borrowed ", ""),
+        "a sequence" => "an array".into(),
+        "a map" => "an object".into(),
+        e if e.starts_with("struct ") => "an object".into(),
+        e if e.starts_with("a ") || e.starts_with("an ") || e.starts_with("one of ") => {
+            e.chars().take(200).collect()
+        }
+        _ => "another value".into(),
+    }
 }
 
 /// The query string as single values, refusing parameters not in `allowed`
@@ -681,5 +726,76 @@ impl From<RepoError> for Problem {
                 Problem::internal()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::describe_json_error;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        step: u32,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        grace: Option<i64>,
+        inner: Option<Inner>,
+        steps: Option<Vec<Inner>>,
+        name: Option<String>,
+    }
+
+    fn described(text: &str) -> String {
+        describe_json_error(&serde_json::from_str::<Body>(text).unwrap_err())
+    }
+
+    /// Wrong types are named by their JSON kinds: no Rust type names, and
+    /// never the value sent (which may be a secret in the wrong field).
+    #[test]
+    fn type_errors_name_json_kinds_and_never_echo_the_value() {
+        let cases = [
+            (r#"{"grace": 1.5}"#, "invalid type: a number where an integer is expected (line 1, column 13)"),
+            (
+                r#"{"inner": "SECRETVALUE"}"#,
+                "invalid type: a string where an object is expected (line 1, column 23)",
+            ),
+            (
+                r#"{"steps": [{"step": "SECRETSTEP"}]}"#,
+                "invalid type: a string where a non-negative integer is expected (line 1, column 32)",
+            ),
+            (
+                r#"{"steps": [{"step": -1}]}"#,
+                "invalid value: a number where a non-negative integer is expected (line 1, column 22)",
+            ),
+            (r#"{"name": 5}"#, "invalid type: a number where a string is expected (line 1, column 10)"),
+            (
+                r#"{"steps": {"a": 1}}"#,
+                "invalid type: an object where an array is expected (line 1, column 10)",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = described(text);
+            assert_eq!(got, format!("invalid JSON body: {want}"), "{text}");
+            assert!(!got.contains("SECRET") && !got.contains("i64") && !got.contains("struct"), "{got}");
+        }
+    }
+
+    #[test]
+    fn field_and_syntax_errors_keep_their_message() {
+        assert_eq!(
+            described(r#"{"graze": 1}"#),
+            "invalid JSON body: unknown field `graze`, expected one of `grace`, `inner`, `steps`, `name` (line 1, column 8)"
+        );
+        assert_eq!(
+            described(r#"{"grace": 1,"#),
+            "invalid JSON body: EOF while parsing a value (line 1, column 12)"
+        );
     }
 }

@@ -190,10 +190,17 @@ async fn put_validates_path_type_size_and_body() {
             "invalid JSON body: unknown field `price`",
         ),
         (vec![0xff, 0xfe, 0x00], "body is not UTF-8"),
+        // A value of the wrong type is named by its JSON kind, never echoed.
+        (
+            br#"{"name":"x","molecular_formula":"C","molecular_weight":1,"manufacturing":"SECRET-TEXT"}"#
+                .to_vec(),
+            "invalid JSON body: invalid type: a string where an object is expected (line 1, column 86)",
+        ),
     ] {
         let r = api.send(raw(Some("application/json"), body)).await;
         let p = r.problem(400, "malformed-body");
         assert!(p["detail"].as_str().unwrap().starts_with(start), "{p}");
+        assert!(!p.to_string().contains("SECRET") && !p.to_string().contains("struct "), "{p}");
         assert!(p.get("field").is_none());
     }
     let r = api.send(raw(Some("application/json"), Vec::new())).await;

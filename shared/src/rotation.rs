@@ -111,8 +111,9 @@ pub enum RotationError {
     NoCurrent(String),
     /// Rotating now would break something still in use; nothing written.
     #[error(
-        "not rotating {secret} yet: {reason} until {until} (Unix time); rotate after then, or use the \
-         compromised-secret rotation to replace it now"
+        "not rotating {secret} yet: {reason} until {} (Unix time {until}); rotate after then, or use the \
+         compromised-secret rotation to replace it now",
+        crate::clock::rfc3339(*.until)
     )]
     TooSoon { secret: String, reason: String, until: i64 },
     #[error("secret material of {secret} version {version} is unusable: {message}")]
@@ -485,6 +486,17 @@ pub fn same_secret(configured: &str, event_secret: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_says_until_when_in_words_a_person_reads() {
+        let e =
+            RotationError::TooSoon { secret: "s".into(), reason: "tokens live".into(), until: 1_800_000_000 };
+        assert_eq!(
+            e.to_string(),
+            "not rotating s yet: tokens live until 2027-01-15T08:00:00Z (Unix time 1800000000); rotate after \
+             then, or use the compromised-secret rotation to replace it now"
+        );
+    }
 
     #[test]
     fn steps_parse_by_their_secrets_manager_names_only() {

@@ -55,6 +55,9 @@ use sha2::{Digest, Sha256};
 
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Authorizer answers the optional cache holds at most.
+const MAX_CACHED_ANSWERS: usize = 10_000;
+
 /// API Gateway's payload limit.
 pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
 const REGION: &str = "us-east-1";
@@ -288,7 +291,12 @@ impl Gateway {
         }
         if let Ok(mut cache) = self.cache.lock() {
             cache.retain(|_, (at, _)| at.elapsed() < self.cache_ttl);
-            cache.insert(key, (Instant::now(), response.clone()));
+            // Bounded: a flood of distinct credentials (each a cache key)
+            // must not grow it without end; past the bound, answers are
+            // simply not cached.
+            if cache.len() < MAX_CACHED_ANSWERS {
+                cache.insert(key, (Instant::now(), response.clone()));
+            }
         }
     }
 

@@ -71,7 +71,8 @@ enum Command {
         /// Open connections allowed from one source address (more are closed at once).
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         max_connections_per_address: u64,
-        /// Open connections allowed in all (more are closed at once).
+        /// Open connections allowed in all (more are closed at once); lowered
+        /// to fit the process's open-file limit.
         #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         max_connections: u64,
         /// Append CloudWatch EMF metric lines to this file (default: no
@@ -265,7 +266,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 header_timeout: Duration::from_secs(header_timeout),
                 per_address: max_connections_per_address as usize,
                 total: max_connections as usize,
-            };
+            }
+            .within_open_file_limit();
             schedule(&backend, rotate_every, jobs_every);
             dev(&backend, &host, port, &stage, timeouts, limits).await?;
         }

@@ -29,7 +29,8 @@ pub struct Limits {
     /// connection's start or from the previous response (so it is also the
     /// idle timeout of a kept-alive connection).
     pub header_timeout: Duration,
-    /// Open connections from one source address; more are closed at once.
+    /// Open connections from one source address (an IPv6 /64 counts as
+    /// one); more are closed at once.
     pub per_address: usize,
     /// Open connections in all; more are closed at once.
     pub total: usize,
@@ -41,11 +42,57 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// These limits with `total` below the number of files the process may
+    /// open (after raising its soft limit to the hard one), leaving room for
+    /// the store, logs and outgoing connections: a cap above the file limit
+    /// would let connections use up every descriptor before it applied.
+    pub fn within_open_file_limit(mut self) -> Limits {
+        if let Some(files) = raise_open_file_limit() {
+            let room = files.saturating_sub(FILES_KEPT_FOR_OTHER_USES).max(1);
+            if self.total > room {
+                tracing::warn!(total = self.total, room, "connection cap lowered to fit the open-file limit");
+                self.total = room;
+            }
+        }
+        self.per_address = self.per_address.min(self.total);
+        self
+    }
+}
+
+/// Descriptors kept for everything but client connections.
+const FILES_KEPT_FOR_OTHER_USES: usize = 128;
+
+/// Raises the soft open-file limit to the hard one; the limit now in force.
+fn raise_open_file_limit() -> Option<usize> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    usize::try_from(limit.rlim_cur).ok()
+}
+
+/// The longest a connection may stay open. The header timeout ends idle
+/// connections, but not one whose client sends requests and never reads the
+/// answers (hyper then waits to write, with no timer running); this bounds
+/// how long such a client holds its place.
+const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(600);
+
 /// How long a shutdown waits for connections to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Serves `gateway` on `listener` until `shutdown` completes; in-flight
-/// requests finish first (for at most 30 s).
+/// requests finish first (for at most 30 s). A connection lives at most 10
+/// minutes.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
@@ -71,7 +118,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(slot) = OpenConnections::admit(&open, peer.ip(), &limits) else {
+        let Some(slot) = OpenConnections::admit(&open, address_group(peer.ip()), &limits) else {
             tracing::debug!(peer = %peer.ip(), "connection refused: too many open connections");
             continue;
         };
@@ -82,8 +129,10 @@ pub async fn serve(
         });
         let watched = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            match tokio::time::timeout(MAX_CONNECTION_LIFETIME, watched).await {
+                Ok(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+                Err(_) => tracing::debug!("connection closed at its maximum lifetime"),
+                Ok(Ok(())) => {}
             }
             drop(slot);
         });
@@ -93,6 +142,19 @@ pub async fn serve(
         tracing::warn!("connections still open after the shutdown grace period");
     }
     Ok(())
+}
+
+/// What the per-address cap counts: an IPv4 address, or an IPv6 /64 (one
+/// subscriber's network: a client there can use any of its 2^64 addresses).
+fn address_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+        IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)),
+        v4 => v4,
+    }
 }
 
 /// Open connections per source address, and in all.
@@ -175,4 +237,27 @@ fn request_timeout(limit: Duration) -> Problem {
 fn bad_gateway() -> Problem {
     Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway")
         .detail("the function failed to answer")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_slash_64_counts_as_one_address() {
+        let group = |text: &str| address_group(text.parse().unwrap()).to_string();
+        assert_eq!(group("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(group("2001:db8:1:2::1"), "2001:db8:1:2::");
+        assert_eq!(group("2001:db8:1:3::1"), "2001:db8:1:3::");
+        assert_eq!(group("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(group("192.0.2.7"), "192.0.2.7");
+    }
+
+    #[test]
+    fn the_cap_fits_the_open_file_limit() {
+        let limits = Limits { total: usize::MAX, ..Limits::default() }.within_open_file_limit();
+        let files = raise_open_file_limit().unwrap();
+        assert_eq!(limits.total, files - FILES_KEPT_FOR_OTHER_USES);
+        assert_eq!(limits.per_address, 256);
+    }
 }

@@ -631,6 +631,11 @@ fn describe_json_error(e: &serde_json::Error) -> String {
             let (found, expected) = rest.rsplit_once(", expected ").unwrap_or((rest, ""));
             format!("{what}: {} where {} is expected", json_kind(found), expected_kind(expected))
         }
+        // "unknown variant `<the value sent>`, expected one of …"
+        None if body.starts_with("unknown variant ") => {
+            let expected = body.rsplit_once(", expected ").map_or("", |(_, e)| e);
+            format!("unknown value, expected {}", expected.chars().take(200).collect::<String>())
+        }
         None => body.chars().take(300).collect(),
     };
     format!("invalid JSON body: {described}{}", at.unwrap_or_default())
@@ -743,9 +748,17 @@ mod tests {
     }
 
     #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Kind {
+        Free,
+        Paid,
+    }
+
+    #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Body {
+        tier: Option<Kind>,
         grace: Option<i64>,
         inner: Option<Inner>,
         steps: Option<Vec<Inner>>,
@@ -779,6 +792,7 @@ mod tests {
                 r#"{"steps": {"a": 1}}"#,
                 "invalid type: an object where an array is expected (line 1, column 10)",
             ),
+            (r#"{"tier": "SECRET-TIER"}"#, "unknown value, expected `free` or `paid` (line 1, column 22)"),
         ];
         for (text, want) in cases {
             let got = described(text);
@@ -791,7 +805,8 @@ mod tests {
     fn field_and_syntax_errors_keep_their_message() {
         assert_eq!(
             described(r#"{"graze": 1}"#),
-            "invalid JSON body: unknown field `graze`, expected one of `grace`, `inner`, `steps`, `name` (line 1, column 8)"
+            "invalid JSON body: unknown field `graze`, expected one of `tier`, `grace`, `inner`, `steps`, `name` \
+             (line 1, column 8)"
         );
         assert_eq!(
             described(r#"{"grace": 1,"#),

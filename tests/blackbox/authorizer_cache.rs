@@ -147,6 +147,8 @@ async fn a_revoked_key_with_a_cached_answer_cannot_manage_keys() {
     // Cached for every route the customer role may use.
     assert_eq!(api.get("/v1/keys", &key).await.status, 200);
     assert_eq!(api.delete(&format!("/v1/keys/{id}"), server.admin()).await.status, 204);
+    // The cached answer still reads (so what follows reaches the function).
+    assert_eq!(api.get("/v1/keys", &key).await.status, 200);
     api.post_json("/v1/keys", &key, &json!({})).await.assert_unauthorized();
     api.post_json(&format!("/v1/keys/{id}/rotate"), &key, &json!({})).await.assert_unauthorized();
     api.delete(&format!("/v1/keys/{id}"), &key).await.assert_unauthorized();

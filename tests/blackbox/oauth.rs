@@ -466,11 +466,12 @@ async fn token_requests_are_counted_against_the_clients_limits() {
     assert_eq!(usage["usage"]["daily"]["used"], 5, "{usage}");
 }
 
-/// Revocation and introspection are client calls like the token request:
-/// counted against the same limits once the client has authenticated, and
-/// refused over them before the token is looked at.
+/// Introspection is counted like the token request: against the same
+/// limits once the client has authenticated, refused over them before the
+/// token is looked at. Revocation is never limited: a client can revoke a
+/// stolen token even when its holder has used up the client's limits.
 #[tokio::test]
-async fn revocation_and_introspection_are_counted_like_token_requests() {
+async fn introspection_is_counted_and_revocation_never_limited() {
     let s = limited_server(TOKEN_LIMITS, SUITE_AUTH_GUARD);
     let api = s.api();
     away_from_the_hour_boundary().await;
@@ -482,29 +483,31 @@ async fn revocation_and_introspection_are_counted_like_token_requests() {
     };
     let grant = form(&[("grant_type", "client_credentials")]);
     let issued = api.post_form("/oauth/token", Some((&id, &secret)), &grant).await;
-    let token = issued.json(200)["access_token"].as_str().unwrap().to_string();
+    let stolen = issued.json(200)["access_token"].as_str().unwrap().to_string();
     assert_eq!(remaining(&issued), "r=2");
-    let about = form(&[("token", &token)]);
-
+    let about = form(&[("token", &stolen)]);
     let introspected = api.post_form("/oauth/introspect", Some((&id, &secret)), &about).await;
     assert_eq!(introspected.json(200)["active"], true);
     assert_eq!(remaining(&introspected), "r=1");
-    let revoked = api.post_form("/oauth/revoke", Some((&id, &secret)), &about).await;
-    assert_eq!(revoked.status, 200);
-    assert_eq!(remaining(&revoked), "r=0");
+    // The thief uses the client's last unit with the stolen token.
+    assert_eq!(api.get_bearer(&format!("/v1/products/{ASPIRIN}"), &stolen).await.status, 200);
 
     // A wrong secret is the guard's: 401, no limits spent or shown.
     let wrong = api.post_form("/oauth/introspect", Some((&id, "pgcs_wrong")), &about).await;
     wrong.assert_oauth_error(401, "invalid_client");
     assert!(wrong.header("ratelimit").is_none() && wrong.header("ratelimit-policy").is_none());
 
-    // Over the rate: both endpoints answer 429 slow_down, token unread.
-    for path in ["/oauth/introspect", "/oauth/revoke"] {
-        let r = api.post_form(path, Some((&id, &secret)), &about).await;
+    // Over the rate: introspection and new tokens are 429 slow_down …
+    for (path, body) in [("/oauth/introspect", &about), ("/oauth/token", &grant)] {
+        let r = api.post_form(path, Some((&id, &secret)), body).await;
         let retry = assert_token_rate_limited(&r, policy, "\"rate\";r=0;t=");
         assert!((1..=3600).contains(&retry), "{path}: {retry}");
-        assert!(r.json(429).get("active").is_none(), "{path}");
     }
+    // … but the client still revokes the stolen token, and it is dead at once.
+    let revoked = api.post_form("/oauth/revoke", Some((&id, &secret)), &about).await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    assert!(revoked.header("ratelimit").is_none());
+    api.get_bearer(&format!("/v1/products/{ASPIRIN}"), &stolen).await.assert_unauthorized();
     let usage = api.get(&format!("/v1/usage?principal={id}"), s.admin()).await.json(200);
     assert_eq!(usage["usage"]["rate"]["used"], 3, "{usage}");
     assert_eq!(usage["usage"]["daily"]["used"], 3, "{usage}");

@@ -17,9 +17,7 @@ use pharmagate_shared::cursor;
 use pharmagate_shared::domain::{ApiKey, ClientId, CustomerId, KeyId, Permission, Principal, Role, Tier};
 use pharmagate_shared::http::{self as api, Problem};
 use pharmagate_shared::limits::Limiter;
-use pharmagate_shared::repo::keys::{
-    IssueError, KeyStatus, NewKey, RotateError, expiry_after_days, validate_label,
-};
+use pharmagate_shared::repo::keys::{IssueError, NewKey, RotateError, expiry_after_days, validate_label};
 use pharmagate_shared::repo::{ClientRepo, DEFAULT_GRACE_SECS, KeyRecord, KeyRepo, validate_grace};
 use pharmagate_shared::routes::{Function, Params};
 use serde::Deserialize;
@@ -101,25 +99,15 @@ impl KeysService {
         }
     }
 
-    /// Changing keys is the one thing a key must not do on a stale answer:
-    /// with an authorizer cache (API Gateway's, or `dev
-    /// --authorizer-cache-ttl`), a key revoked a moment ago still arrives
-    /// with its principal, and could mint itself a successor that outlives
-    /// the revocation. So an API key that issues, rotates or revokes keys is
-    /// read again here, and must still be active.
+    /// Issuing, rotating or revoking keys on a stale authorizer answer
+    /// could mint a key that outlives its caller's revocation: the caller is
+    /// read again (`KeyRepo::still_active`).
     async fn caller_still_active(&self, principal: &Principal) -> Result<(), Problem> {
-        if principal.scopes.is_some() {
-            // An OAuth token: its scopes never include key management.
+        if self.keys.still_active(principal).await? {
             return Ok(());
         }
-        let id = KeyId::parse(&principal.id).map_err(|_| Problem::unauthorized())?;
-        match self.keys.get(&id).await? {
-            Some(record) if record.status(now_secs()) == KeyStatus::Active => Ok(()),
-            _ => {
-                tracing::info!(key_id = %principal.id, "key management by a key no longer active refused");
-                Err(Problem::unauthorized())
-            }
-        }
+        tracing::info!(key_id = %principal.id, "key management by a key no longer active refused");
+        Err(Problem::unauthorized())
     }
 
     async fn issue(&self, req: &Request, principal: &Principal) -> Outcome {

@@ -27,7 +27,7 @@ use pharmagate_shared::guard::{AuthGuard, Subject};
 use pharmagate_shared::http::{self as api, AuditNote, Problem};
 use pharmagate_shared::jwt::{self, Claims, Expectations, LEEWAY_SECS};
 use pharmagate_shared::limits::{Decision, Limiter, Usage};
-use pharmagate_shared::repo::{ClientRecord, ClientRepo, RepoError};
+use pharmagate_shared::repo::{ClientRecord, ClientRepo, KeyRepo, RepoError};
 use pharmagate_shared::routes::{Function, Route};
 use pharmagate_shared::signing::{SigningError, SigningKeys};
 use serde_json::{Value, json};
@@ -37,6 +37,8 @@ use form::{Form, OAuthError, credentials, form_body};
 pub struct OauthService {
     clients: ClientRepo,
     keys: SigningKeys,
+    /// API keys, to re-read an administrator's key before it changes clients.
+    api_keys: KeyRepo,
     settings: Settings,
     expect: Expectations,
     /// What an unknown client is checked against, so that it costs what a
@@ -49,11 +51,10 @@ pub struct OauthService {
     trail: AuditTrail,
 }
 
-/// What a client asks with its own credentials: each is counted alike.
+/// What a client asks with its own credentials and is counted for.
 #[derive(Clone, Copy)]
 enum ClientCall {
     Token,
-    Revoke,
     Introspect,
 }
 
@@ -95,6 +96,7 @@ impl OauthService {
         OauthService {
             clients: backend.clients(),
             keys: backend.signing_keys(),
+            api_keys: backend.keys(),
             settings: backend.settings.clone(),
             expect: backend.token_expectations(),
             decoy_id: ClientId::generate(),
@@ -121,7 +123,7 @@ impl OauthService {
         let routed = api::route_request(req, Function::Oauth).map_err(|p| oauth_shaped(req, p))?;
         match (routed.route.method, routed.route.path) {
             ("POST", "/oauth/token") => self.client_call(req, routed.route, ClientCall::Token).await,
-            ("POST", "/oauth/revoke") => self.client_call(req, routed.route, ClientCall::Revoke).await,
+            ("POST", "/oauth/revoke") => self.revoke_call(req).await,
             ("POST", "/oauth/introspect") => {
                 self.client_call(req, routed.route, ClientCall::Introspect).await
             }
@@ -131,6 +133,13 @@ impl OauthService {
             _ => {
                 let admission = api::admit(&self.limiter, &routed).await?;
                 let principal = routed.principal.as_ref().ok_or_else(Problem::unauthorized)?;
+                // Creating a client or its secret on a stale authorizer
+                // answer would mint a credential that outlives the caller's
+                // revocation: the caller's key is read again.
+                if routed.route.method != "GET" && !self.api_keys.still_active(principal).await? {
+                    tracing::info!(key_id = %principal.id, "client management by a key no longer active refused");
+                    return Err(Problem::unauthorized().into());
+                }
                 let outcome = self.manage(req, routed.route, &routed.params, &routed.query, principal).await;
                 Ok(admission.apply(outcome)?)
             }
@@ -223,8 +232,7 @@ impl OauthService {
         self.guard.record_failure(subjects).await.map_err(Refusal::from)
     }
 
-    /// The endpoints a client calls with its own credentials (token,
-    /// revocation, introspection). Once the client has authenticated, the
+    /// The token and introspection endpoints. Once the client has authenticated, the
     /// request is counted against the client's limits as every protected
     /// request is counted against its principal's (the same limiter and
     /// counters: the client's rate, its customer's daily quota for its tier;
@@ -249,7 +257,6 @@ impl OauthService {
         };
         let outcome = match call {
             ClientCall::Token => self.issue(&form, &client).await,
-            ClientCall::Revoke => self.revoke(&form, &client).await,
             ClientCall::Introspect => self.introspect(&form, &client).await,
         };
         match outcome {
@@ -322,6 +329,16 @@ impl OauthService {
         let Some(key) = keys.find(&parsed.kid) else { return Ok(None) };
         let claims = parsed.verify(key, &self.expect, now_secs()).ok();
         Ok(claims.filter(|c| c.client_id == client.id.as_str() && c.client_gen == client.token_generation))
+    }
+
+    /// The revocation endpoint: authenticated like the others (and behind
+    /// the same brute-force guard) but never rate-limited, so that a client
+    /// can revoke a stolen token even when whoever holds it has used up the
+    /// client's rate or its customer's quota with it.
+    async fn revoke_call(&self, req: &Request) -> Outcome {
+        let form = form_body(req)?;
+        let client = self.authenticate(req, &form).await?;
+        self.revoke(&form, &client).await
     }
 
     /// RFC 7009 revocation of one of the client's own tokens.
@@ -421,9 +438,6 @@ fn as_client(mut response: Response<Body>, client: &ClientRecord) -> Response<Bo
     response
 }
 
-/// The principal an authenticated client is: the one the authorizer makes of
-/// its tokens (the same id, customer and tier, so the same rate and quota
-/// counters).
 /// A refusal of a bad request to an endpoint clients call with their own
 /// credentials (token, revocation, introspection) in those endpoints' own
 /// error shape (RFC 6749 §5.2): `invalid_request` with the problem's detail.
@@ -437,6 +451,9 @@ fn oauth_shaped(req: &Request, problem: Problem) -> Refusal {
     problem.into()
 }
 
+/// The principal an authenticated client is: the one the authorizer makes of
+/// its tokens (the same id, customer and tier, so the same rate and quota
+/// counters).
 fn client_principal(client: &ClientRecord) -> Principal {
     Principal {
         id: client.id.to_string(),

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::RepoError;
 use crate::clock::now_secs;
-use crate::domain::{ApiKey, CustomerId, KeyHash, KeyId, Role, Tier};
+use crate::domain::{ApiKey, CustomerId, KeyHash, KeyId, Principal, Role, Tier};
 use crate::integrity::Integrity;
 use crate::ports::{Attrs, Condition, Item, ItemStore, Query, StoreError, Table, WriteOp};
 
@@ -163,6 +163,22 @@ impl KeyRepo {
 
     pub fn env(&self) -> &str {
         &self.env
+    }
+
+    /// Whether `principal` may still act, read again from its record: an
+    /// API key must still be active. For what must not be done on a stale
+    /// answer (with an authorizer cache, API Gateway's or `dev`'s, a key
+    /// revoked a moment ago still arrives with its principal): minting keys
+    /// or client credentials that would outlive the revocation. OAuth
+    /// principals pass (their scopes never reach those routes; their tokens
+    /// are checked for revocation on every verification).
+    pub async fn still_active(&self, principal: &Principal) -> Result<bool, RepoError> {
+        if principal.scopes.is_some() {
+            return Ok(true);
+        }
+        let Ok(id) = KeyId::parse(&principal.id) else { return Ok(false) };
+        let record = self.get(&id).await?;
+        Ok(record.is_some_and(|r| r.status(now_secs()) == KeyStatus::Active))
     }
 
     /// The key record, verified: `Err(RepoError::Integrity)` if it was

@@ -23,10 +23,34 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import run_simple
 
 
+class FairLock:
+    """A lock taken in arrival order. threading.Lock hands itself to any
+    waiter, so under the test suite's bursts one request could wait behind
+    many later ones (seen: a token request starved past a test client's
+    30 s timeout)."""
+
+    def __init__(self) -> None:
+        self._turn = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> None:
+        with self._turn:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while ticket != self._serving:
+                self._turn.wait()
+
+    def __exit__(self, *exc: object) -> None:
+        with self._turn:
+            self._serving += 1
+            self._turn.notify_all()
+
+
 def main() -> None:
     host, port = sys.argv[1], int(sys.argv[2])
     app = DomainDispatcherApplication(create_backend_app)
-    lock = threading.Lock()
+    lock = FairLock()
 
     def serial(environ, start_response):
         with lock:

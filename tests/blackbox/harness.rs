@@ -574,10 +574,16 @@ pub struct Resp {
     pub body: Vec<u8>,
 }
 
+/// How long a test waits for an answer. On the AWS backend every request
+/// queues for moto, which serves one call at a time for the whole suite, so
+/// a request made during others' bursts may wait its turn for a while.
+fn request_timeout() -> Duration {
+    Duration::from_secs(if aws_backend().is_some() { 120 } else { 30 })
+}
+
 impl Api {
     pub fn new(base: &str) -> Api {
-        let client =
-            reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
+        let client = reqwest::Client::builder().timeout(request_timeout()).build().expect("http client");
         Api { base: base.to_string(), client, evidence: None }
     }
 
@@ -585,7 +591,7 @@ impl Api {
     /// lead here): another source for brute-force protection.
     pub fn via_address(&self, address: &str) -> Api {
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(request_timeout())
             .local_address(address.parse::<std::net::IpAddr>().expect("an address"))
             .build()
             .expect("http client");
